@@ -1,0 +1,34 @@
+# Two entry points for a newcomer: `make demo` and `make test` (each creates .venv when missing).
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is installed first and pinned here (not in pyproject) so a user can pick the build for their machine.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+DEMO_DETECTORS ?= pood_msp,pood_energy,pood_maxlogit,pood_entropy,pood_mahalanobis,pood_knn
+DEMO_DIR ?= outputs/demo
+
+.PHONY: venv demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 2; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m ood_bench.run -m detector=$(DEMO_DETECTORS) hydra.sweep.dir=$(DEMO_DIR)
+	$(PY) scripts/collect.py $(DEMO_DIR) --out $(DEMO_DIR)/results.csv
+	$(PY) scripts/make_tables.py $(DEMO_DIR)/results.csv --out $(DEMO_DIR)/tables
+
+test: venv
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf outputs .cache

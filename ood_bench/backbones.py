@@ -1,0 +1,279 @@
+"""Backbones: architectures, checkpoint training / loading (sha256-checked), and named taps."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ood_bench.data.base import Benchmark
+from ood_bench.errors import CheckpointError, ConfigError
+from ood_bench.hashing import hash_obj, sha256_file
+from ood_bench.io import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class DigitsCNN(nn.Module):
+    """Small CNN for 8×8 grey images: three conv blocks, a 128-d penultimate layer, logits.
+
+    Taps (module names): ``block1`` (32×8×8), ``block2`` (64×4×4), ``block3`` (64×4×4),
+    ``fc1`` (128, the penultimate features).
+    """
+
+    taps = ("block1", "block2", "block3", "fc1")
+    penultimate = "fc1"
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
+        super().__init__()
+        w = width
+        self.in_channels = in_channels
+        self.block1 = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.block3 = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(2 * w, 128), nn.ReLU())
+        self.head = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ConfigError(
+                f"DigitsCNN expects N×{self.in_channels}×H×W input, got {tuple(x.shape)}: "
+                "set the benchmark's channels to match the backbone (grayscale ↔ RGB transform)"
+            )
+        x = self.block3(self.block2(self.block1(x)))
+        return self.head(self.fc1(self.pool(x)))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"digits_cnn": DigitsCNN}
+
+
+@dataclass
+class TrainConfig:
+    """How a missing checkpoint is trained (part of the checkpoint's identity)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class Backbone:
+    """A frozen classifier with its identity (checkpoint sha256) and the layers to read."""
+
+    name: str
+    model: nn.Module
+    sha256: str
+    checkpoint: Path
+    taps: list[str]
+    penultimate: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def build_model(arch: str, **kwargs: Any) -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](**kwargs)
+
+
+def train_classifier(model: nn.Module, loader: DataLoader, cfg: TrainConfig, seed: int) -> None:
+    """Seeded Adam + cosine schedule, cross-entropy; the model is left in eval mode."""
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    model.train()
+    bar = tqdm(range(cfg.epochs), desc="train backbone", disable=None, leave=False)
+    for _ in bar:
+        total, n = 0.0, 0
+        for x, y in loader:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item() * len(y), n + len(y)
+        sched.step()
+        bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+    model.eval()
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, loader: DataLoader) -> float:
+    model.eval()
+    correct = n = 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+        n += len(y)
+    return correct / max(n, 1)
+
+
+def load_state(model: nn.Module, path: Path, arch: str) -> None:
+    """Load a state dict safely (``weights_only=True``) and strictly; say why when it fails."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file or a pickled object we refuse to run
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {e}. Fix: point "
+            "backbone.checkpoint at a state_dict saved with torch.save, or "
+            "delete it to retrain."
+        ) from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"checkpoint {path} does not match architecture {arch!r} "
+            f"({type(model).__name__}, {sum(p.numel() for p in model.parameters())} parameters): "
+            f"{str(e).splitlines()[0]} {_state_diff(model, state)}. Fix: pick the backbone "
+            "option that was trained into this file, or fix its arguments (num_classes, width)."
+        ) from e
+
+
+def _state_diff(model: nn.Module, state: dict) -> str:
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    missing = sorted(set(want) - set(have))[:3]
+    extra = sorted(set(have) - set(want))[:3]
+    shapes = [
+        f"{k}: file {have[k]} vs model {want[k]}" for k in want if k in have and have[k] != want[k]
+    ][:3]
+    return f"(missing {missing}, unexpected {extra}, shape mismatches {shapes})"
+
+
+def get_backbone(
+    arch: str,
+    benchmark: Benchmark,
+    cache_dir: str | Path,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    sha256: str | None = None,
+    train: dict[str, Any] | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> Backbone:
+    """Load the backbone's checkpoint, training and saving it first when it is missing.
+
+    With ``checkpoint`` given, that file is loaded (its sha256 checked against ``sha256`` when
+    given) and never trained. Otherwise the checkpoint lives in ``cache_dir/checkpoints`` under a
+    hash of (architecture, its arguments, the training data spec, training config, seed), next
+    to a JSON file with its sha256, the config that made it and its ID test accuracy.
+    """
+    kwargs = {
+        "num_classes": benchmark.num_classes,
+        "in_channels": benchmark.in_channels,
+        **(arch_kwargs or {}),
+    }
+    model = build_model(arch, **kwargs)
+    tcfg = TrainConfig(**(train or {}))
+    test_loader = DataLoader(benchmark.split("test").dataset, batch_size=512)
+    info: dict[str, Any] = {}
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise CheckpointError(
+                f"checkpoint {path} not found. Fix: give an existing file in "
+                "backbone.checkpoint, or set it to null to train one."
+            )
+        digest = sha256_file(path)
+        if sha256 and digest != sha256:
+            raise CheckpointError(
+                f"checkpoint {path} has sha256 {digest}, expected {sha256}: "
+                "the file changed or is another model. Fix: use the right "
+                "file or update backbone.sha256."
+            )
+        load_state(model, path, arch)
+    else:
+        identity = {
+            "arch": arch,
+            "kwargs": kwargs,
+            "train_data": benchmark.split("train").spec,
+            "train": vars(tcfg),
+            "seed": seed,
+        }
+        key = hash_obj(identity)[:16]
+        path = Path(cache_dir) / "checkpoints" / f"{arch}-{key}.pt"
+        meta_path = path.with_suffix(".json")
+        if path.is_file() and meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            digest = sha256_file(path)
+            if digest != meta.get("sha256"):
+                log.warning("checkpoint %s does not match its recorded sha256; retraining", path)
+            else:
+                load_state(model, path, arch)
+                info = meta
+                log.info("loaded backbone %s from %s (sha256 %s…)", arch, path, digest[:12])
+        if not info:
+            info = _train_and_save(model, benchmark, tcfg, seed, path, identity)
+            digest = info["sha256"]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    acc = accuracy(model, test_loader)
+    info["id_acc"] = acc
+    log.info("backbone %s: ID test accuracy %.2f%% on %s", arch, 100 * acc, benchmark.id_name)
+    taps = list(getattr(model, "taps", ()))
+    return Backbone(
+        name or arch,
+        model,
+        digest,
+        path,
+        taps,
+        getattr(model, "penultimate", taps[-1] if taps else ""),
+        info,
+    )
+
+
+def _train_and_save(
+    model: nn.Module,
+    benchmark: Benchmark,
+    tcfg: TrainConfig,
+    seed: int,
+    path: Path,
+    identity: dict[str, Any],
+) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        benchmark.split("train").dataset, batch_size=tcfg.batch_size, shuffle=True, generator=gen
+    )
+    log.info(
+        "no checkpoint at %s: training %s on %s (%d images, %d epochs)",
+        path,
+        identity["arch"],
+        benchmark.id_name,
+        len(benchmark.split("train")),
+        tcfg.epochs,
+    )
+    t0 = time.perf_counter()
+    train_classifier(model, loader, tcfg, seed)
+    train_s = time.perf_counter() - t0
+    atomic_write(path, lambda p: torch.save(model.state_dict(), p))
+    digest = sha256_file(path)
+    acc = accuracy(model, DataLoader(benchmark.split("test").dataset, batch_size=512))
+    meta = {
+        "sha256": digest,
+        "identity": identity,
+        "train_s": round(train_s, 3),
+        "id_test_acc": acc,
+        "torch": torch.__version__,
+    }
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str))
+    log.info(
+        "trained %s in %.1f s (ID test accuracy %.2f%%); saved %s",
+        identity["arch"],
+        train_s,
+        100 * acc,
+        path,
+    )
+    return meta

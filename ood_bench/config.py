@@ -1,0 +1,49 @@
+"""One wrapper around ``hydra.utils.instantiate`` that logs what it built and explains failures."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ood_bench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig, what: str, **kwargs: Any) -> Any:
+    """Instantiate ``cfg`` (a config group's node) with extra runtime ``kwargs``.
+
+    Errors raised by our own constructors (bad option, missing data...) reach the user
+    unchanged; Hydra's wrapper around them is removed.
+    """
+    if cfg is None or "_target_" not in cfg:
+        raise ConfigError(
+            f"the {what} config has no _target_: choose an option of the {what!r} "
+            "group (see conf/) or give a _target_"
+        )
+    target = cfg._target_
+    try:
+        # partial first, then call: runtime objects in kwargs must not pass through OmegaConf
+        factory = instantiate(cfg, _convert_="all", _partial_=True)
+    except InstantiationException as e:
+        raise ConfigError(f"cannot build {what} from {target}: {e.__cause__ or e}") from e
+    try:
+        inspect.signature(factory.func).bind(*factory.args, **{**factory.keywords, **kwargs})
+    except TypeError as e:
+        raise ConfigError(
+            f"cannot build {what} from {target}: {e}. Fix: check the option's "
+            "arguments in its YAML against the target's signature."
+        ) from e
+    obj = factory(**kwargs)
+    log.info("built %s: %s", what, target)
+    return obj
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python (for hashing and saving)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,63 @@
+"""The detector protocol shared by native detectors and library adapters.
+
+A detector is fitted on ID data and returns one score per sample, **higher = more OOD**.
+*Feature* detectors (``needs = {"features"}``) work on cached :class:`Features` only; *model*
+detectors also declare ``"model"`` and receive the frozen network through :meth:`Detector.bind`
+before fitting. The runner gives each what it declares.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ood_bench.errors import ScoreError
+from ood_bench.features import Features
+
+
+class Detector(ABC):
+    """Fit on ID features, score any features; higher score = more OOD."""
+
+    library: ClassVar[str] = "ood_bench"
+    needs: ClassVar[frozenset[str]] = frozenset({"features"})
+
+    def __init__(self, name: str):
+        self.name = name
+        self.model: nn.Module | None = None
+
+    def bind(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
+        """Give a model detector the frozen network (feature detectors ignore it)."""
+        self.model = model
+
+    @abstractmethod
+    def fit(self, fit: Features, calib: Features | None = None) -> Detector:
+        """Learn from ID ``fit`` features (``calib``: held-out ID data, for calibrated methods)."""
+
+    @abstractmethod
+    def _score(self, feats: Features) -> np.ndarray:
+        """Raw scores, higher = more OOD."""
+
+    def score(self, feats: Features, set_name: str = "") -> np.ndarray:
+        """Scores as float64 of shape N, checked: a NaN or infinite score is an error."""
+        s = np.asarray(self._score(feats), dtype=np.float64).reshape(-1)
+        if s.shape[0] != len(feats):
+            raise ScoreError(
+                f"detector {self.name} returned {s.shape[0]} scores for "
+                f"{len(feats)} samples of {set_name or 'a set'}"
+            )
+        bad = ~np.isfinite(s)
+        if bad.any():
+            raise ScoreError(
+                f"detector {self.name} gave {int(bad.sum())} NaN/infinite score(s) out of {len(s)} "
+                f"on {set_name or 'a set'}. Fix: check the features for NaN (a diverged "
+                "checkpoint?) or the detector's hyperparameters (e.g. a temperature of 0)."
+            )
+        return s
+
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters, for logs and results."""
+        return {}

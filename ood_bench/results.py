@@ -1,0 +1,177 @@
+"""The tidy (long) results schema: one row per (job, ID test vs OOD set, metric).
+
+Raw CSVs hold values only — no formatted strings, no aggregates; the report layer computes
+those. Rows are sorted and floats written with a fixed format so diffs stay small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ood_bench.errors import DataError
+from ood_bench.io import atomic_write
+
+# identity of the job
+JOB_COLUMNS = [
+    "run_id",
+    "sweep",
+    "config_hash",
+    "status",
+    "error",
+    "git_sha",
+    "benchmark",
+    "id_dataset",
+    "backbone",
+    "backbone_sha256",
+    "detector",
+    "library",
+    "seed",
+    "corruption",
+    "severity",
+]
+# what the row measures
+VALUE_COLUMNS = ["ood_dataset", "ood_group", "metric", "value", "n_id", "n_ood"]
+ENV_COLUMNS = [
+    "python",
+    "torch",
+    "pytorch_ood",
+    "sklearn",
+    "numpy",
+    "hydra",
+    "ood_bench",
+    "device",
+    "hostname",
+    "timestamp",
+]
+COLUMNS = JOB_COLUMNS + VALUE_COLUMNS + ENV_COLUMNS
+NUMERIC = ["seed", "severity", "value", "n_id", "n_ood"]
+SORT_BY = [
+    "benchmark",
+    "backbone",
+    "detector",
+    "seed",
+    "corruption",
+    "severity",
+    "ood_group",
+    "ood_dataset",
+    "metric",
+    "run_id",
+]
+FLOAT_FORMAT = "%.6g"
+
+# metric name → (unit, meaning); the README's schema table is generated from the same facts
+METRICS: dict[str, str] = {
+    "auroc": "AUROC, OOD positive, higher score = more OOD",
+    "aupr_in": "average precision, ID positive",
+    "aupr_out": "average precision, OOD positive",
+    "fpr95_id": "fraction of OOD accepted when 95% of ID is accepted (papers' reading)",
+    "fpr95_ood": "fraction of ID rejected at 95% OOD recall (pytorch-ood / OpenOOD reading)",
+    "det_err": "min over thresholds of 0.5(1-TPR)+0.5 FPR",
+    "id_acc": "backbone top-1 accuracy on ID test",
+    "extract_s": "seconds spent in forward passes + pooling by this job (0 when all cached)",
+    "forward_samples": "images pushed through the network by this job",
+    "cache_hits": "feature sets read from the cache by this job",
+    "forward_ms_per_sample": "backbone forward time per image when the features were extracted",
+    "fit_s": "detector fit time, seconds",
+    "score_ms_per_sample": "detector score time per sample (ID test + OOD), milliseconds",
+    "peak_rss_mb": "peak resident memory of the process so far, MiB",
+    "job": "a failed job's single row (value empty, see status/error)",
+}
+
+
+def make_row(
+    job: dict[str, Any],
+    metric: str,
+    value: float,
+    ood_dataset: str = "",
+    ood_group: str = "",
+    n_id: int | None = None,
+    n_ood: int | None = None,
+) -> dict:
+    return {
+        **job,
+        "ood_dataset": ood_dataset,
+        "ood_group": ood_group,
+        "metric": metric,
+        "value": value,
+        "n_id": n_id,
+        "n_ood": n_ood,
+    }
+
+
+def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Rows → a frame with exactly :data:`COLUMNS`, sorted deterministically."""
+    df = pd.DataFrame(list(rows))
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"result rows lack columns {missing}")
+    df = df[COLUMNS]
+    for c in NUMERIC:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in set(COLUMNS) - set(NUMERIC):
+        df[c] = df[c].fillna("").astype(str)
+    return df.sort_values(SORT_BY, kind="stable").reset_index(drop=True)
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a results frame atomically with the fixed float format."""
+    df = to_frame(df.to_dict("records")) if list(df.columns) != COLUMNS else df
+    return atomic_write(path, lambda p: df.to_csv(p, index=False, float_format=FLOAT_FORMAT))
+
+
+def read_results(*paths: str | Path) -> pd.DataFrame:
+    """Read and validate result CSVs (a file or a folder of them); a foreign CSV is an error."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("*.csv"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"no results at {p}: give a CSV written by ood_bench or a folder")
+    if not files:
+        raise DataError(f"no CSV files under {[str(p) for p in paths]}")
+    frames = []
+    for f in files:
+        df = pd.read_csv(f, dtype=str, keep_default_na=False)
+        missing = [c for c in COLUMNS if c not in df.columns]
+        if missing:
+            raise DataError(
+                f"{f} is not an ood_bench results CSV: it lacks columns {missing}. "
+                "Fix: pass the metrics.csv files of jobs or the output of "
+                "scripts/collect.py."
+            )
+        df = df[COLUMNS].copy()
+        for c in NUMERIC:
+            df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
+        bad = df["status"].eq("ok") & df["value"].isna() & df["metric"].ne("job")
+        if bad.any():
+            raise DataError(
+                f"{f}: {int(bad.sum())} ok row(s) without a numeric value, e.g. "
+                f"line {int(bad.idxmax()) + 2}"
+            )
+        frames.append(df)
+    return (
+        pd.concat(frames, ignore_index=True)
+        .sort_values(SORT_BY, kind="stable")
+        .reset_index(drop=True)
+    )
+
+
+def collect(sweep_dir: str | Path, pattern: str = "metrics.csv") -> pd.DataFrame:
+    """Merge every job's ``metrics.csv`` under ``sweep_dir`` (no Hydra callback needed).
+
+    When a job directory holds several runs of the same job (a rerun), only its newest
+    ``run_id`` is kept, so each job contributes one set of rows.
+    """
+    sweep_dir = Path(sweep_dir)
+    files = sorted(sweep_dir.rglob(pattern))
+    if not files:
+        raise DataError(f"no {pattern} under {sweep_dir}: is it a sweep or run directory?")
+    df = read_results(*files)
+    newest = df.groupby("config_hash")["run_id"].transform("max")
+    return df[df["run_id"] == newest].reset_index(drop=True)
