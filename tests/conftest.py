@@ -1,0 +1,56 @@
+"""Shared fixtures: a trained digits backbone and its features, built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+# fast training for tests: enough epochs for a backbone that clearly beats chance
+FAST_TRAIN = "backbone.train.epochs=15"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def digits_bench():
+    from ood_bench.data.digits import build_digits
+
+    return build_digits(seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_backbone(digits_bench, cache_dir):
+    from ood_bench.backbones import get_backbone
+
+    return get_backbone("digits_cnn", digits_bench, cache_dir, seed=0, train={"epochs": 15})
+
+
+@pytest.fixture(scope="session")
+def digits_features(digits_bench, digits_backbone, cache_dir):
+    """Features of fit, calib, test and every OOD set."""
+    from ood_bench.features import FeatureExtractor
+
+    ex = FeatureExtractor(digits_backbone, cache_dir)
+    feats = {s: ex(digits_bench.split(s)) for s in ("fit", "calib", "test")}
+    feats.update({s.name: ex(s) for s in digits_bench.ood})
+    return feats
+
+
+def run_module(*args: str, cwd: Path, env: dict | None = None, check: bool = True):
+    """Run ``python -m ood_bench.run ARGS`` (or a script) in a subprocess and return it."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

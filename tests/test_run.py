@@ -1,0 +1,141 @@
+"""End to end: a multirun sweep, collect, make_tables; cache reuse; failed jobs leave a row."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ood_bench.results import COLUMNS, read_results
+from tests.conftest import FAST_TRAIN, ROOT, run_module
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """2 detectors × 2 seeds into a temp dir, then a second sweep with another detector."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    common = [f"cache_dir={tmp / 'cache'}", FAST_TRAIN]
+    first = run_module(
+        "-m",
+        "ood_bench.run",
+        "-m",
+        "detector=pood_msp,pood_knn",
+        "seed=0,1",
+        f"hydra.sweep.dir={tmp / 'sweep1'}",
+        *common,
+        cwd=tmp,
+    )
+    second = run_module(
+        "-m",
+        "ood_bench.run",
+        "detector=pood_energy",
+        "seed=0",
+        f"hydra.run.dir={tmp / 'run2'}",
+        *common,
+        cwd=tmp,
+    )
+    return tmp, first, second
+
+
+def test_multirun_writes_one_csv_per_job(sweep):
+    tmp, _, _ = sweep
+    files = sorted((tmp / "sweep1").rglob("metrics.csv"))
+    assert len(files) == 4
+    for f in files:
+        df = pd.read_csv(f)
+        assert list(df.columns) == COLUMNS
+        assert (df["status"] == "ok").all()
+
+
+def test_collect_and_make_tables(sweep):
+    tmp, _, _ = sweep
+    out = tmp / "collected.csv"
+    run_module(
+        str(ROOT / "scripts" / "collect.py"), str(tmp / "sweep1"), "--out", str(out), cwd=tmp
+    )
+    df = read_results(out)
+    assert df["run_id"].nunique() == 4
+    assert set(df["detector"]) == {"pood_msp", "pood_knn"} and set(df["seed"]) == {0, 1}
+    ood = df[df["ood_dataset"] != ""]
+    assert set(ood["ood_dataset"]) == {
+        "sklearn_photos",
+        "skimage_photos",
+        "uniform_noise",
+        "gaussian_noise",
+    }
+    # one row per (job, OOD set, metric): nothing duplicated
+    assert not ood.duplicated(["run_id", "ood_dataset", "metric"]).any()
+    acc = df.loc[df["metric"] == "id_acc", "value"]
+    assert (acc > 0.85).all(), acc
+    proc = run_module(
+        str(ROOT / "scripts" / "make_tables.py"), str(out), "--out", str(tmp / "tables"), cwd=tmp
+    )
+    text = (tmp / "tables" / "results.md").read_text()
+    assert "pood_knn" in text and "pood_msp" in text and "±" in text
+    assert "| digits / digits_cnn / pood_knn" in proc.stdout
+    # the seeds column says 2 for every detector
+    rows = [line for line in text.splitlines() if "/ pood_" in line]
+    assert rows and all(line.split("|")[2].strip() == "2" for line in rows)
+
+
+def test_second_detector_does_zero_forward_passes(sweep):
+    tmp, _, second = sweep
+    df = read_results(next((tmp / "run2").rglob("metrics.csv")))
+    value = df.set_index("metric")["value"]
+    assert value["forward_samples"] == 0 and value["extract_s"] == 0
+    assert value["cache_hits"] == 7  # fit(=train), calib, test, four OOD sets
+    assert "0 forward passes" in second.stdout + second.stderr
+
+
+def test_runtime_and_environment_rows(sweep):
+    tmp, _, _ = sweep
+    df = read_results(tmp / "sweep1")
+    metrics = set(df["metric"])
+    assert {
+        "fit_s",
+        "score_ms_per_sample",
+        "extract_s",
+        "peak_rss_mb",
+        "forward_ms_per_sample",
+    } <= metrics
+    assert (df["torch"] != "").all() and (df["pytorch_ood"] != "").all()
+    assert (df["device"] == "cpu").all()
+    assert df["backbone_sha256"].str.fullmatch("[0-9a-f]{64}").all()
+
+
+def test_failed_job_leaves_a_row_and_the_sweep_goes_on(tmp_path):
+    # KNN with k larger than the fit set fails inside scikit-learn; k=5 works
+    proc = run_module(
+        "-m",
+        "ood_bench.run",
+        "-m",
+        "detector=pood_knn",
+        "detector.params.k=5,100000",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        FAST_TRAIN,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0
+    df = read_results(tmp_path / "s")
+    status = df.groupby("config_hash")["status"].first()
+    assert sorted(status) == ["failed", "ok"]
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 1 and failed["metric"].iloc[0] == "job"
+    assert "k" in failed["error"].iloc[0] or "neighbors" in failed["error"].iloc[0]
+
+
+def test_single_run_failure_exits_nonzero_with_row(tmp_path):
+    proc = run_module(
+        "-m",
+        "ood_bench.run",
+        "ood_sets=[no_such_set]",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "no OOD set 'no_such_set'" in proc.stderr + proc.stdout
+    assert "uniform_noise" in proc.stderr + proc.stdout  # the error lists the options
+    df = read_results(tmp_path / "r" / "metrics.csv")
+    assert df["status"].tolist() == ["failed"]
