@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ood_bench.results import COLUMNS, read_results
+from ood_bench.results import COLUMNS, METRICS, read_results
 from tests.conftest import FAST_TRAIN, ROOT, run_module
 
 
@@ -97,6 +97,7 @@ def test_runtime_and_environment_rows(sweep):
         "peak_rss_mb",
         "forward_ms_per_sample",
     } <= metrics
+    assert metrics <= set(METRICS), f"undocumented metrics {metrics - set(METRICS)}"
     assert (df["torch"] != "").all() and (df["pytorch_ood"] != "").all()
     assert (df["device"] == "cpu").all()
     assert df["backbone_sha256"].str.fullmatch("[0-9a-f]{64}").all()
