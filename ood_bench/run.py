@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ood_bench.config import build, to_container
+from ood_bench.data.root import resolve_data_root
 from ood_bench.environment import environment
 from ood_bench.features import FeatureExtractor
 from ood_bench.hashing import hash_obj
@@ -76,6 +77,8 @@ def evaluate(cfg: DictConfig, job: dict[str, Any]) -> list[dict[str, Any]]:
     """Benchmark → backbone → features → detector fit/score → metric rows."""
     seed_everything(int(cfg.seed))
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
+    if cfg.get("data_root"):  # a root that is set must exist, even when this benchmark is embedded
+        resolve_data_root(cfg.data_root)
     bench = build(cfg.benchmark, "benchmark")
     bench = bench.select_ood(list(cfg.ood_sets) if cfg.get("ood_sets") else None)
     backbone = build(cfg.backbone, "backbone", benchmark=bench, cache_dir=str(cache_dir))
