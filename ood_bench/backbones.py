@@ -128,6 +128,12 @@ def load_state(model: nn.Module, path: Path, arch: str) -> None:
         ) from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(state).__name__}, not a state_dict, so it cannot "
+            f"be loaded into architecture {arch!r}. Fix: save model.state_dict() with "
+            "torch.save, or point backbone.checkpoint at such a file."
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -10,9 +10,19 @@ from typing import Any
 import numpy as np
 
 
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (set, frozenset)):
+        return sorted(o, key=repr)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"cannot hash {type(o).__name__} stably; put plain data in specs")
+
+
 def stable_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the same object always gives the same text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
 def hash_obj(obj: Any) -> str:

@@ -13,6 +13,10 @@ Conventions (pinned by tests/test_metrics.py):
 - ``det_err``: minimum over thresholds of ``0.5·(1 − TPR) + 0.5·FPR`` (equal priors).
 - ``id_acc``: top-1 accuracy of the backbone on the ID test set.
 
+``aupr_in``/``aupr_out`` are scikit-learn's average precision (step interpolation); pytorch-ood's
+AUPR-IN/AUPR-OUT are trapezoidal areas, larger by about 0.005 on large untied sets and up to ~0.03
+with many ties (tests/test_metrics.py pins the exact difference).
+
 "At 95 %" means the first ROC point whose TPR reaches 0.95 (no interpolation), as pytorch-ood.
 """
 
@@ -64,3 +68,36 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     keep = labels >= 0
     return float((predictions[keep] == labels[keep]).mean()) if keep.any() else float("nan")
+
+
+ALPHAS = (0.01, 0.05, 0.1)
+
+
+def fpr_at_alpha(p_id: np.ndarray, alphas: tuple[float, ...] = ALPHAS) -> dict[str, float]:
+    """``fpr_at_<a>``: fraction of ID test samples rejected (p ≤ a) — the realised type-I error."""
+    p_id = np.asarray(p_id, dtype=np.float64)
+    return {f"fpr_at_{a:g}": float(np.mean(p_id <= a)) for a in alphas}
+
+
+def pvalue_metrics(
+    p_id: np.ndarray, p_ood: np.ndarray, alphas: tuple[float, ...] = ALPHAS
+) -> dict[str, float]:
+    """Decision metrics of a p-value detector against one OOD set.
+
+    ``tpr_at_<a>``: fraction of the OOD set rejected at level a (per-sample tests).
+    ``bh_fdr_<a>`` / ``bh_power_<a>``: Benjamini–Hochberg at level a on the mixed batch
+    (ID test ∪ OOD set, as evaluated): realised false discovery proportion (ID among the rejected,
+    0 when nothing is rejected) and power (fraction of the OOD set rejected).
+    """
+    from ood_bench.stats import benjamini_hochberg
+
+    p_id = np.asarray(p_id, dtype=np.float64)
+    p_ood = np.asarray(p_ood, dtype=np.float64)
+    out = {f"tpr_at_{a:g}": float(np.mean(p_ood <= a)) for a in alphas}
+    p = np.concatenate([p_id, p_ood])
+    for a in alphas:
+        reject = benjamini_hochberg(p, a)
+        false = int(reject[: len(p_id)].sum())
+        out[f"bh_fdr_{a:g}"] = false / max(int(reject.sum()), 1)
+        out[f"bh_power_{a:g}"] = float(reject[len(p_id):].mean())
+    return out

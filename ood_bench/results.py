@@ -80,7 +80,13 @@ METRICS: dict[str, str] = {
     "score_ms_per_sample": "detector score time per sample (ID test + OOD), milliseconds",
     "peak_rss_mb": "peak resident memory of the process so far, MiB",
     "job": "a failed job's single row (value empty, see status/error)",
+    "reference_mb": "memory of a statistical detector's fitted references + calibration, MiB",
 }
+for _a in (0.01, 0.05, 0.1):  # p-value detectors (see ood_bench.metrics.pvalue_metrics)
+    METRICS[f"fpr_at_{_a:g}"] = f"fraction of ID test rejected at level {_a:g} (type-I error)"
+    METRICS[f"tpr_at_{_a:g}"] = f"fraction of the OOD set rejected at level {_a:g}"
+    METRICS[f"bh_fdr_{_a:g}"] = f"realised FDR of Benjamini-Hochberg at {_a:g}, ID test + OOD set"
+    METRICS[f"bh_power_{_a:g}"] = f"fraction of the OOD set rejected by BH at {_a:g}"
 
 
 def make_row(

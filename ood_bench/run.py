@@ -30,7 +30,7 @@ from ood_bench.data.root import resolve_data_root
 from ood_bench.environment import environment
 from ood_bench.features import FeatureExtractor
 from ood_bench.hashing import hash_obj
-from ood_bench.metrics import accuracy, ood_metrics
+from ood_bench.metrics import accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
 from ood_bench.results import make_row, to_frame, write_csv
 
 log = logging.getLogger("ood_bench.run")
@@ -128,6 +128,8 @@ def evaluate(cfg: DictConfig, job: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(
                 make_row(job, metric, value, s.name, s.group, len(s_id), len(s_ood[s.name]))
             )
+    if hasattr(detector, "pvalues"):
+        rows += pvalue_rows(detector, job, test_f, ood_f, bench)
     runtime = {
         "extract_s": extractor.extract_s,
         "forward_samples": extractor.forward_samples,
@@ -141,13 +143,26 @@ def evaluate(cfg: DictConfig, job: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def pvalue_rows(detector, job: dict[str, Any], test_f, ood_f, bench) -> list[dict[str, Any]]:
+    """Type-I error, power and BH rows of a detector that gives calibrated p-values."""
+    p_id = detector.pvalues(test_f)
+    rows = [make_row(job, m, v, n_id=len(p_id)) for m, v in fpr_at_alpha(p_id).items()]
+    for s in bench.ood:
+        p_ood = detector.pvalues(ood_f[s.name])
+        rows += [make_row(job, m, v, s.name, s.group, len(p_id), len(p_ood))
+                 for m, v in pvalue_metrics(p_id, p_ood).items()]
+    if hasattr(detector, "reference_nbytes"):
+        rows.append(make_row(job, "reference_mb", detector.reference_nbytes() / 2**20))
+    return rows
+
+
 def summary(df: pd.DataFrame) -> str:
     """The job's metrics per OOD set as a small Markdown table for the log."""
     per_set = df[df["ood_dataset"] != ""]
     table = per_set.pivot_table(
         index=["ood_group", "ood_dataset"], columns="metric", values="value"
     )
-    cols = [c for c in ("auroc", "fpr95_id", "fpr95_ood", "aupr_in", "aupr_out") if c in table]
+    cols = [c for c in ("auroc", "fpr95_id", "fpr95_ood", "aupr_out", "tpr_at_0.05") if c in table]
     table = table[cols]
     table.loc[("mean", "all"), :] = table.mean()
     return table.to_markdown(floatfmt=".4f")
