@@ -8,7 +8,6 @@ schema of :mod:`ood_bench.results`) into its Hydra output directory. A job that 
 from __future__ import annotations
 
 import logging
-import random
 import resource
 import sys
 import time
@@ -20,26 +19,18 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ood_bench.config import build, to_container
-from ood_bench.data.root import resolve_data_root
 from ood_bench.environment import environment
-from ood_bench.features import FeatureExtractor
 from ood_bench.hashing import hash_obj
 from ood_bench.metrics import accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
+from ood_bench.pipeline import prepare, seed_everything
 from ood_bench.results import make_row, to_frame, write_csv
 
 log = logging.getLogger("ood_bench.run")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def peak_rss_mb() -> float:
@@ -74,40 +65,17 @@ def job_identity(cfg: DictConfig, sweep: str) -> dict[str, Any]:
 
 
 def evaluate(cfg: DictConfig, job: dict[str, Any]) -> list[dict[str, Any]]:
-    """Benchmark → backbone → features → detector fit/score → metric rows."""
-    seed_everything(int(cfg.seed))
-    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
-    if cfg.get("data_root"):  # a root that is set must exist, even when this benchmark is embedded
-        resolve_data_root(cfg.data_root)
-    bench = build(cfg.benchmark, "benchmark")
-    bench = bench.select_ood(list(cfg.ood_sets) if cfg.get("ood_sets") else None)
-    backbone = build(cfg.backbone, "backbone", benchmark=bench, cache_dir=str(cache_dir))
-    job.update(id_dataset=bench.id_name, backbone_sha256=backbone.sha256)
-
-    extractor = FeatureExtractor(
-        backbone, cache_dir, device=str(cfg.device), batch_size=int(cfg.batch_size)
-    )
-    fit_f, calib_f, test_f = (extractor(bench.split(s)) for s in ("fit", "calib", "test"))
-    ood_f = {s.name: extractor(s) for s in bench.ood}
-    if extractor.forward_samples == 0:
-        log.info(
-            "all %d feature sets read from cache %s: 0 forward passes",
-            extractor.cache_hits,
-            extractor.cache_dir,
-        )
-    else:
-        log.info(
-            "forward passes: %d images (%d sets extracted, %d from cache)",
-            extractor.forward_samples,
-            extractor.cache_misses,
-            extractor.cache_hits,
-        )
+    """Prepared features → detector fit/score → metric rows."""
+    prep = prepare(cfg)
+    bench, extractor = prep.bench, prep.extractor
+    fit_f, calib_f, test_f, ood_f = prep.fit, prep.calib, prep.test, prep.ood
+    job.update(id_dataset=bench.id_name, backbone_sha256=prep.backbone.sha256)
 
     seed_everything(int(cfg.seed))
     detector = build(cfg.detector, "detector")
     job["library"] = detector.library
     if "model" in detector.needs:
-        detector.bind(backbone.model, cfg.device)
+        detector.bind(prep.backbone.model, cfg.device)
     t0 = time.perf_counter()
     detector.fit(fit_f, calib_f)
     fit_s = time.perf_counter() - t0
@@ -149,8 +117,10 @@ def pvalue_rows(detector, job: dict[str, Any], test_f, ood_f, bench) -> list[dic
     rows = [make_row(job, m, v, n_id=len(p_id)) for m, v in fpr_at_alpha(p_id).items()]
     for s in bench.ood:
         p_ood = detector.pvalues(ood_f[s.name])
-        rows += [make_row(job, m, v, s.name, s.group, len(p_id), len(p_ood))
-                 for m, v in pvalue_metrics(p_id, p_ood).items()]
+        rows += [
+            make_row(job, m, v, s.name, s.group, len(p_id), len(p_ood))
+            for m, v in pvalue_metrics(p_id, p_ood).items()
+        ]
     if hasattr(detector, "reference_nbytes"):
         rows.append(make_row(job, "reference_mb", detector.reference_nbytes() / 2**20))
     return rows

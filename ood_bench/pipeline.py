@@ -1,0 +1,72 @@
+"""The shared front half of every job: data, backbone, cached features.
+
+Used by the runner and by analysis scripts, so both see the same splits and the same cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ood_bench.backbones import Backbone
+from ood_bench.config import build
+from ood_bench.data.base import Benchmark
+from ood_bench.data.root import resolve_data_root
+from ood_bench.features import FeatureExtractor, Features
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Prepared:
+    """Everything a detector needs, built once per job: data, backbone and cached features."""
+
+    bench: Benchmark
+    backbone: Backbone
+    extractor: FeatureExtractor
+    fit: Features
+    calib: Features
+    test: Features
+    ood: dict[str, Features]
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Benchmark → backbone (trained if missing) → features of every split and OOD set (cached)."""
+    seed_everything(int(cfg.seed))
+    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
+    if cfg.get("data_root"):  # a root that is set must exist, even when this benchmark is embedded
+        resolve_data_root(cfg.data_root)
+    bench = build(cfg.benchmark, "benchmark")
+    bench = bench.select_ood(list(cfg.ood_sets) if cfg.get("ood_sets") else None)
+    backbone = build(cfg.backbone, "backbone", benchmark=bench, cache_dir=str(cache_dir))
+    extractor = FeatureExtractor(
+        backbone, cache_dir, device=str(cfg.device), batch_size=int(cfg.batch_size)
+    )
+    fit_f, calib_f, test_f = (extractor(bench.split(s)) for s in ("fit", "calib", "test"))
+    ood_f = {s.name: extractor(s) for s in bench.ood}
+    if extractor.forward_samples == 0:
+        log.info(
+            "all %d feature sets read from cache %s: 0 forward passes",
+            extractor.cache_hits,
+            extractor.cache_dir,
+        )
+    else:
+        log.info(
+            "forward passes: %d images (%d sets extracted, %d from cache)",
+            extractor.forward_samples,
+            extractor.cache_misses,
+            extractor.cache_hits,
+        )
+    return Prepared(bench, backbone, extractor, fit_f, calib_f, test_f, ood_f)
