@@ -99,5 +99,5 @@ def pvalue_metrics(
         reject = benjamini_hochberg(p, a)
         false = int(reject[: len(p_id)].sum())
         out[f"bh_fdr_{a:g}"] = false / max(int(reject.sum()), 1)
-        out[f"bh_power_{a:g}"] = float(reject[len(p_id):].mean())
+        out[f"bh_power_{a:g}"] = float(reject[len(p_id) :].mean())
     return out
