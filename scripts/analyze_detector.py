@@ -109,7 +109,7 @@ def pvalue_histograms(det: StatDetector, test: Features, ood: dict[str, Features
         )
     for ax in axes:
         ax.set_xlabel("p-value")
-    fig.suptitle(f"{det.name}: calibrated p-values", fontsize=10)
+    fig.suptitle(f"{det.name}: calibrated p-values", fontsize=10, y=1.04)
     save_fig(fig, out, "pvalue_hist")
     save_csv(pd.DataFrame(rows), out, "pvalue_ks")
     return p_id

@@ -124,8 +124,17 @@ class _LayerTest:
 
     def pvalues(self, z: np.ndarray, pred: np.ndarray) -> np.ndarray:
         if self.statistic == "channel":
-            return combine_pvalues(self.ref.pvalues(z, self.tail), self.within, axis=1)
+            p = np.clip(self.ref.pvalues(z, self.tail), P_FLOOR, self.p_ceil)
+            return combine_pvalues(p, self.within, axis=1)
         return self.ref.pvalues(self._distance(z, pred), "right")  # far from ID = large
+
+    @property
+    def p_ceil(self) -> float:
+        """Largest p-value passed to a combiner: 1 − 1/(n+1), the top of the empirical grid
+        below 1. An empirical p-value of exactly 1 (a tie with the whole reference) would send
+        Cauchy's tan((0.5 − p)π) and Stouffer's Φ⁻¹(1 − p) to −∞ and mask every other channel.
+        Clipping only changes the statistic; the conformal step keeps the final p-value valid."""
+        return 1.0 - 1.0 / (self.ref.n + 1)
 
     @property
     def nbytes(self) -> int:
@@ -224,7 +233,7 @@ class StatDetector(Detector):
                 t = self._stat(np.stack([running, p_layers[:, j]], axis=1))
                 ref = EmpiricalReference(t)
                 self.step_refs.append(ref)
-                running = ref.pvalues(t, "right")
+                running = np.clip(ref.pvalues(t, "right"), P_FLOOR, 1 - 1 / (ref.n + 1))
         log.info(
             "%s: %d layer tests on %s (%s)", self.name, len(self.keys), self.keys, c["statistic"]
         )
@@ -257,8 +266,11 @@ class StatDetector(Detector):
     def layer_pvalues(self, feats: Features) -> np.ndarray:
         """N × L matrix of per-layer p-values (columns in :attr:`keys` order)."""
         pred = feats.predictions()
-        cols = [t.pvalues(_get(feats, k), pred) for k, t in zip(self.keys, self.tests, strict=True)]
-        return np.clip(np.stack(cols, axis=1), P_FLOOR, 1.0)
+        cols = [
+            np.clip(t.pvalues(_get(feats, k), pred), P_FLOOR, t.p_ceil)
+            for k, t in zip(self.keys, self.tests, strict=True)
+        ]
+        return np.stack(cols, axis=1)
 
     def _stat(self, p: np.ndarray) -> np.ndarray:
         """Across-layer statistic, higher = more OOD: −log of the combined p-value."""
@@ -273,7 +285,7 @@ class StatDetector(Detector):
         t = -np.log(running)
         for j, ref in enumerate(self.step_refs, start=1):
             t = self._stat(np.stack([running, p[:, j]], axis=1))
-            running = ref.pvalues(t, "right")
+            running = np.clip(ref.pvalues(t, "right"), P_FLOOR, 1 - 1 / (ref.n + 1))
         return t
 
     def _score(self, feats: Features) -> np.ndarray:
