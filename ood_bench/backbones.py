@@ -179,6 +179,7 @@ def get_backbone(
         "in_channels": benchmark.in_channels,
         **(arch_kwargs or {}),
     }
+    torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on prior RNG use
     model = build_model(arch, **kwargs)
     tcfg = TrainConfig(**(train or {}))
     test_loader = DataLoader(benchmark.split("test").dataset, batch_size=512)
