@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ood_bench.data.base import Benchmark
 from ood_bench.errors import CheckpointError, ConfigError
 from ood_bench.hashing import hash_obj, sha256_file
-from ood_bench.io import atomic_write, atomic_write_text
+from ood_bench.io import atomic_torch_save, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def _train_and_save(
     t0 = time.perf_counter()
     train_classifier(model, loader, tcfg, seed)
     train_s = time.perf_counter() - t0
-    atomic_write(path, lambda p: torch.save(model.state_dict(), p))
+    atomic_torch_save(model.state_dict(), path)
     digest = sha256_file(path)
     acc = accuracy(model, DataLoader(benchmark.split("test").dataset, batch_size=512))
     meta = {

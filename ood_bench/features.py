@@ -22,7 +22,7 @@ from ood_bench.backbones import Backbone
 from ood_bench.data.base import ImageSet
 from ood_bench.errors import ConfigError
 from ood_bench.hashing import hash_obj
-from ood_bench.io import atomic_write
+from ood_bench.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class FeatureExtractor:
             t0 = time.perf_counter()
             feats = self.extract(data)
             self.extract_s += time.perf_counter() - t0
-            atomic_write(path, lambda p: torch.save(feats.to_dict(), p))
+            atomic_torch_save(feats.to_dict(), path)
             self.cache_misses += 1
             log.info("extracted %s (%d images) → %s", data.name, len(feats), path)
             return feats

@@ -29,3 +29,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write text atomically."""
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> Path:
+    """``torch.save`` atomically and reproducibly: serialised in memory first, because torch
+    names the archive's inner folder after the file, so saving to a random temp name would give
+    the same weights a different sha256 on every save."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
