@@ -57,6 +57,53 @@ class DigitsCNN(nn.Module):
 ARCHITECTURES: dict[str, type[nn.Module]] = {"digits_cnn": DigitsCNN}
 
 
+@torch.inference_mode()
+def discover_taps(model: nn.Module, example: torch.Tensor) -> tuple[list[str], str]:
+    """Taps and penultimate layer of any classifier, found by one forward pass on ``example``.
+
+    Taps: the top-level children with a tensor output, except the final classifier; a single
+    layer (no submodules) is skipped when the next child keeps its output shape, so a stem
+    ``conv1 → bn1 → relu → maxpool`` yields ``relu`` while every block (``layer1``…) is kept.
+    Penultimate: the tap whose flattened output feeds the last ``nn.Linear`` (its
+    ``in_features``), else the last tap. Works for torchvision ResNets and small CNNs; for VGG the
+    penultimate layer sits inside ``classifier``, so name it in the config.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    children = [(n, m) for n, m in model.named_children()]
+    hooks = [
+        m.register_forward_hook(
+            lambda _m, _i, out, n=n: (
+                shapes.__setitem__(n, tuple(out.shape[1:]))
+                if isinstance(out, torch.Tensor)
+                else None
+            )
+        )
+        for n, m in children
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    head = linears[-1][0].split(".")[0] if linears else None
+    seen = [n for n, _ in children if n in shapes and n != head]
+    leaf = {n: not any(True for _ in m.children()) for n, m in children}
+    taps = [
+        n
+        for i, n in enumerate(seen)
+        if not leaf[n] or i + 1 == len(seen) or shapes[seen[i + 1]] != shapes[n]
+    ]
+    if not taps:
+        raise ConfigError(f"found no taps in {type(model).__name__}: name them in the config")
+    width = linears[-1][1].in_features if linears else None
+    flat = [n for n in taps if int(np.prod(shapes[n])) == width]
+    return taps, (flat[-1] if flat else taps[-1])
+
+
 @dataclass
 class TrainConfig:
     """How a missing checkpoint is trained (part of the checkpoint's identity)."""
@@ -156,6 +203,14 @@ def _state_diff(model: nn.Module, state: dict) -> str:
     return f"(missing {missing}, unexpected {extra}, shape mismatches {shapes})"
 
 
+def model_taps(model: nn.Module, benchmark: Benchmark) -> tuple[list[str], str]:
+    """The model's declared ``taps``/``penultimate``, else discovered with one dummy forward."""
+    if getattr(model, "taps", None):
+        return list(model.taps), str(getattr(model, "penultimate", model.taps[-1]))
+    example = torch.zeros(2, benchmark.in_channels, *benchmark.image_size)
+    return discover_taps(model, example)
+
+
 def get_backbone(
     arch: str,
     benchmark: Benchmark,
@@ -228,16 +283,8 @@ def get_backbone(
     acc = accuracy(model, test_loader)
     info["id_acc"] = acc
     log.info("backbone %s: ID test accuracy %.2f%% on %s", arch, 100 * acc, benchmark.id_name)
-    taps = list(getattr(model, "taps", ()))
-    return Backbone(
-        name or arch,
-        model,
-        digest,
-        path,
-        taps,
-        getattr(model, "penultimate", taps[-1] if taps else ""),
-        info,
-    )
+    taps, penultimate = model_taps(model, benchmark)
+    return Backbone(name or arch, model, digest, path, taps, penultimate, info)
 
 
 def _train_and_save(

@@ -106,6 +106,66 @@ def id_accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def job_metric_table(
+    df: pd.DataFrame, metrics: dict[str, str], scale: float = 1.0, digits: int = 3
+) -> pd.DataFrame:
+    """Job-level metrics (no OOD set) per benchmark / backbone / detector, mean ± std over seeds."""
+    d = ok_rows(df)
+    d = d[d["metric"].isin(metrics) & (d["ood_dataset"] == "")]
+    if d.empty:
+        return pd.DataFrame()
+    d = d.assign(row=d["benchmark"] + " / " + d["backbone"] + " / " + d["detector"])
+    g = d.groupby(["row", "metric"])["value"]
+    agg = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1)}).reset_index()
+    table = pd.DataFrame(index=sorted(agg["row"].unique()))
+    for m, label in metrics.items():
+        sub = agg[agg["metric"] == m].set_index("row")
+        if sub.empty:
+            continue
+        table[label] = [
+            fmt_mean_std(sub.at[r, "mean"], sub.at[r, "std"], scale, digits)
+            if r in sub.index
+            else "–"
+            for r in table.index
+        ]
+    table.index.name = "benchmark / backbone / detector"
+    return table
+
+
+def validity_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Realised type-I error of p-value detectors: fraction of ID test rejected at each alpha."""
+    return job_metric_table(
+        df, {f"fpr_at_{a:g}": f"FPR at α={a:g} (%)" for a in (0.01, 0.05, 0.1)}, 100.0, 1
+    )
+
+
+def runtime_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Fit time, score time per sample, and score time relative to one forward pass."""
+    d = ok_rows(df)
+    d = d[(d["ood_dataset"] == "")]
+    wide = d.pivot_table(
+        index=["benchmark", "backbone", "detector", "seed"], columns="metric", values="value"
+    )
+    if wide.empty or "score_ms_per_sample" not in wide:
+        return pd.DataFrame()
+    wide["ratio"] = wide["score_ms_per_sample"] / wide["forward_ms_per_sample"]
+    g = wide.groupby(level=["benchmark", "backbone", "detector"])
+    out = pd.DataFrame(
+        {
+            "fit (s)": g["fit_s"].median().map(lambda v: f"{v:.3f}"),
+            "score (ms/sample)": g["score_ms_per_sample"].median().map(lambda v: f"{v:.4f}"),
+            "score / forward": g["ratio"].median().map(lambda v: f"{v:.2f}"),
+        }
+    )
+    if "reference_mb" in wide:
+        out["reference (MiB)"] = (
+            g["reference_mb"].median().map(lambda v: "–" if np.isnan(v) else f"{v:.2f}")
+        )
+    out.index = [" / ".join(i) for i in out.index]
+    out.index.name = "benchmark / backbone / detector (median over seeds)"
+    return out
+
+
 def failed_table(df: pd.DataFrame) -> pd.DataFrame:
     d = df[df["status"] == "failed"]
     return d[["benchmark", "backbone", "detector", "seed", "error"]].drop_duplicates()
@@ -126,6 +186,18 @@ def markdown_report(df: pd.DataFrame) -> str:
             table.to_markdown(),
             "",
         ]
+    validity = validity_table(df)
+    if not validity.empty:
+        parts += [
+            "## Statistical validity: ID test rejected at level α (%, mean ± std over "
+            "seeds; conformal p-values guarantee ≤ α on average)",
+            "",
+            validity.to_markdown(),
+            "",
+        ]
+    runtime = runtime_table(df)
+    if not runtime.empty:
+        parts += ["## Runtime (CPU)", "", runtime.to_markdown(), ""]
     failed = failed_table(df)
     if not failed.empty:
         parts += ["## Failed jobs", "", failed.to_markdown(index=False), ""]
