@@ -73,7 +73,9 @@ def test_collect_and_make_tables(sweep):
     assert "pood_knn" in text and "pood_msp" in text and "±" in text
     assert "| digits / digits_cnn / pood_knn" in proc.stdout
     # the seeds column says 2 for every detector
-    rows = [line for line in text.splitlines() if "/ pood_" in line]
+    auroc = text.split("## AUROC")[1].split("\n## ")[0]
+    rows = [line for line in auroc.splitlines() if "/ pood_" in line]
+    assert len(rows) == 2
     assert rows and all(line.split("|")[2].strip() == "2" for line in rows)
 
 

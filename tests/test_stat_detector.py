@@ -157,3 +157,35 @@ def test_bad_options_are_config_errors(digits_features):
         StatDetector("x", layers=["conv9"]).fit(digits_features["fit"], digits_features["calib"])
     with pytest.raises(ConfigError, match="calib split"):
         StatDetector("x").fit(digits_features["fit"], None)
+
+
+@pytest.fixture(scope="module")
+def open_features(cache_dir):
+    """digits_open: ID 0–5, near OOD 6–9."""
+    from ood_bench.backbones import get_backbone
+    from ood_bench.data.digits import build_digits
+    from ood_bench.features import FeatureExtractor
+
+    bench = build_digits(
+        "digits_open",
+        id_classes=[0, 1, 2, 3, 4, 5],
+        near_classes=[6, 7, 8, 9],
+        far_sets=["uniform_noise"],
+        seed=0,
+    )
+    bb = get_backbone("digits_cnn", bench, cache_dir, seed=0, train={"epochs": 15})
+    ex = FeatureExtractor(bb, cache_dir)
+    feats = {s: ex(bench.split(s)) for s in ("fit", "calib", "test")}
+    feats["near"] = ex(bench.ood_set("digits_6_7_8_9"))
+    return feats
+
+
+def test_class_references_fix_masf_on_unseen_classes(open_features):
+    """A pooled channel reference makes confident ID samples look extreme and unseen classes
+    look typical (AUROC below chance); per-class references recover the near-OOD signal."""
+    f = open_features
+    auc = {}
+    for ref in ("pooled", "class"):
+        det = preset("stat_masf", reference=ref).fit(f["fit"], f["calib"])
+        auc[ref] = ood_metrics(det.score(f["test"]), det.score(f["near"]))["auroc"]
+    assert auc["pooled"] < 0.6 and auc["class"] > 0.8, auc

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 STATISTICS = ("channel", "euclidean", "mahalanobis", "cosine", "knn")
 TAILS = ("right", "left", "two-sided")
 P_FLOOR = 1e-300  # keeps -log(p) finite
+MIN_CLASS_REF = 20  # fewer fit samples predicted as a class: that class uses the pooled reference
 
 
 def layer_keys(
@@ -78,8 +79,9 @@ def _get(feats: Features, key: str) -> np.ndarray:
 class _LayerTest:
     """One layer's test: fitted on the ID reference, returns a p-value per sample."""
 
-    def __init__(self, statistic: str, tail: str, within: str, k: int):
+    def __init__(self, statistic: str, tail: str, within: str, k: int, reference: str = "pooled"):
         self.statistic, self.tail, self.within, self.k = statistic, tail, within, k
+        self.reference = reference
 
     # distances ----------------------------------------------------------------------------
     def _distance(self, z: np.ndarray, pred: np.ndarray, exclude_self: bool = False) -> np.ndarray:
@@ -100,6 +102,12 @@ class _LayerTest:
     def fit(self, z: np.ndarray, pred: np.ndarray, num_classes: int) -> None:
         if self.statistic == "channel":
             self.ref = EmpiricalReference(z)
+            if self.reference == "class":  # one reference per predicted class (pooled fallback)
+                self.class_refs = {
+                    c: EmpiricalReference(z[pred == c])
+                    for c in range(num_classes)
+                    if (pred == c).sum() >= MIN_CLASS_REF
+                }
             return
         if self.statistic == "knn":
             from sklearn.neighbors import NearestNeighbors
@@ -124,9 +132,19 @@ class _LayerTest:
 
     def pvalues(self, z: np.ndarray, pred: np.ndarray) -> np.ndarray:
         if self.statistic == "channel":
-            p = np.clip(self.ref.pvalues(z, self.tail), P_FLOOR, self.p_ceil)
+            p = self._channel_pvalues(z, pred)
             return combine_pvalues(p, self.within, axis=1)
         return self.ref.pvalues(self._distance(z, pred), "right")  # far from ID = large
+
+    def _channel_pvalues(self, z: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        if self.reference != "class":
+            return np.clip(self.ref.pvalues(z, self.tail), P_FLOOR, self.p_ceil)
+        p = np.empty_like(z, dtype=np.float64)
+        for c in np.unique(pred):
+            m = pred == c
+            ref = self.class_refs.get(int(c), self.ref)
+            p[m] = np.clip(ref.pvalues(z[m], self.tail), P_FLOOR, 1 - 1 / (ref.n + 1))
+        return p
 
     @property
     def p_ceil(self) -> float:
@@ -139,6 +157,7 @@ class _LayerTest:
     @property
     def nbytes(self) -> int:
         extra = sum(getattr(self, a).nbytes for a in ("means", "precision") if hasattr(self, a))
+        extra += sum(r.nbytes for r in getattr(self, "class_refs", {}).values())
         return self.ref.nbytes + extra + getattr(self, "zn_bytes", 0)
 
 
@@ -172,6 +191,7 @@ class StatDetector(Detector):
         delta: float = 0.1,
         k: int = 10,
         alpha: float = 0.05,
+        reference: Literal["pooled", "class"] = "pooled",
     ):
         super().__init__(name)
         checks = {
@@ -182,6 +202,7 @@ class StatDetector(Detector):
             "across": (across, COMBINERS),
             "across_mode": (across_mode, ("at_once", "successive")),
             "correction": (correction, (None, "simes", "dkw")),
+            "reference": (reference, ("pooled", "class")),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
@@ -201,6 +222,7 @@ class StatDetector(Detector):
             "delta": delta,
             "k": k,
             "alpha": alpha,
+            "reference": reference,
         }
         self.alpha = alpha
 
@@ -221,7 +243,7 @@ class StatDetector(Detector):
         pred = fit.predictions()
         self.tests = []
         for key in self.keys:
-            test = _LayerTest(c["statistic"], c["tail"], c["within"], c["k"])
+            test = _LayerTest(c["statistic"], c["tail"], c["within"], c["k"], c["reference"])
             test.fit(_get(fit, key), pred, self.num_classes)
             self.tests.append(test)
         if c["across_mode"] == "successive":
