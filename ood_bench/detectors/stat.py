@@ -93,7 +93,7 @@ class _LayerTest:
             return 1.0 - np.einsum("nd,nd->n", zn, mn[pred])
         if self.statistic == "mahalanobis":
             diff = z - self.means[pred]
-            return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", diff, self.precision, diff), 0))
+            return np.sqrt(np.maximum(((diff @ self.precision) * diff).sum(1), 0))
         # knn: distance to the k-th nearest normalised fit feature
         zn = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
         dist, _ = self.nn.kneighbors(zn, n_neighbors=self.k + int(exclude_self))

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Scoring cost of the detectors relative to one forward pass of the backbone.
+
+    python scripts/bench_scoring.py                 # digits_cnn (trained) and ResNet-18 (random)
+
+For each backbone: the forward time per image (batch 128, CPU), then for every detector option
+the score time per sample on cached features, the ratio of the two (measured in the same run,
+the machine's noise hits both), and the memory of a statistical detector's references.
+ResNet-18 uses random weights on 32×32 inputs: the timing, not the accuracy, is the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from hydra import compose, initialize_config_dir
+
+from ood_bench.backbones import Backbone, discover_taps
+from ood_bench.config import build
+from ood_bench.data.base import tensor_set
+from ood_bench.features import FeatureExtractor
+from ood_bench.pipeline import prepare
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+DETECTORS = sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
+
+
+def forward_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
+    model.eval()
+    best = np.inf
+    with torch.inference_mode():
+        model(x[:8])
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for i in range(0, len(x), 128):
+                model(x[i : i + 128])
+            best = min(best, time.perf_counter() - t0)
+    return 1000 * best / len(x)
+
+
+def score_ms(det, feats, repeats: int = 3) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        det.score(feats)
+        best = min(best, time.perf_counter() - t0)
+    return 1000 * best / len(feats)
+
+
+def bench(name, model, x_test, feats, cfg_for) -> list[dict]:
+    fwd = forward_ms(model, x_test)
+    rows = []
+    for option in DETECTORS:
+        det = build(cfg_for(option).detector, "detector").fit(feats["fit"], feats["calib"])
+        ms = score_ms(det, feats["test"])
+        mem = det.reference_nbytes() / 2**20 if hasattr(det, "reference_nbytes") else np.nan
+        rows.append(
+            {
+                "backbone": name,
+                "detector": option,
+                "forward_ms": fwd,
+                "score_ms": ms,
+                "score/forward": ms / fwd,
+                "reference_mib": mem,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cache-dir", default=".cache/ood_bench")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.manual_seed(0)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+
+        def cfg_for(option: str, *extra: str):
+            return compose(
+                "config", overrides=[f"detector={option}", f"cache_dir={args.cache_dir}", *extra]
+            )
+
+        prep = prepare(cfg_for("stat_masf"))
+        x_digits = prep.bench.split("test").dataset.tensors[0]
+        feats = {"fit": prep.fit, "calib": prep.calib, "test": prep.test}
+        rows = bench("digits_cnn (1×8×8)", prep.backbone.model, x_digits, feats, cfg_for)
+
+        model = torchvision.models.resnet18(num_classes=10).eval()
+        taps, pen = discover_taps(model, torch.zeros(2, 3, 32, 32))
+        bb = Backbone("resnet18", model, "r" * 64, Path("."), taps, pen)
+        ex = FeatureExtractor(bb, Path(args.cache_dir) / "bench", batch_size=128)
+        gen = np.random.default_rng(0)
+        sets = {
+            k: gen.random((n, 3, 32, 32), dtype=np.float32)
+            for k, n in (("fit", 2000), ("calib", 500), ("test", 500))
+        }
+        feats = {
+            k: ex(tensor_set(f"bench_{k}", v, gen.integers(0, 10, len(v)), {"b": 1}))
+            for k, v in sets.items()
+        }
+        rows += bench(
+            "resnet18 (3×32×32, random)", model, torch.from_numpy(sets["test"]), feats, cfg_for
+        )
+    df = pd.DataFrame(rows)
+    print(df.to_markdown(index=False, floatfmt=".4g"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
