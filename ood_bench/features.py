@@ -42,6 +42,8 @@ class Features:
     labels: torch.Tensor
     taps: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: dict[str, float | str] = field(default_factory=dict)  # e.g. forward time of extraction
+    # the images these features came from (not cached): model-level detectors read them
+    source: ImageSet | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -125,6 +127,7 @@ class FeatureExtractor:
             if path.is_file():
                 try:
                     feats = Features.from_dict(torch.load(path, weights_only=True))
+                    feats.source = data
                     self.cache_hits += 1
                     log.debug("features of %s from cache %s", data.name, path.name)
                     return feats
@@ -134,6 +137,7 @@ class FeatureExtractor:
             feats = self.extract(data)
             self.extract_s += time.perf_counter() - t0
             atomic_torch_save(feats.to_dict(), path)
+            feats.source = data
             self.cache_misses += 1
             log.info("extracted %s (%d images) → %s", data.name, len(feats), path)
             return feats

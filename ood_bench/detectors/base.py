@@ -3,7 +3,9 @@
 A detector is fitted on ID data and returns one score per sample, **higher = more OOD**.
 *Feature* detectors (``needs = {"features"}``) work on cached :class:`Features` only; *model*
 detectors also declare ``"model"`` and receive the frozen network through :meth:`Detector.bind`
-before fitting. The runner gives each what it declares.
+before fitting, and read the images behind any :class:`Features` from ``feats.source`` (an
+:class:`~ood_bench.data.base.ImageSet`, set by the extractor) — so both kinds share the
+``fit(fit, calib)`` / ``score(feats)`` calls and the runner gives each what it declares.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Detector(ABC):
     def bind(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
         """Give a model detector the frozen network (feature detectors ignore it)."""
         self.model = model
+        self.device = torch.device(device)
 
     @abstractmethod
     def fit(self, fit: Features, calib: Features | None = None) -> Detector:
