@@ -80,6 +80,8 @@ METRICS: dict[str, str] = {
     "score_ms_per_sample": "detector score time per sample (ID test + OOD), milliseconds",
     "peak_rss_mb": "peak resident memory of the process so far, MiB",
     "job": "a failed job's single row (value empty, see status/error)",
+    "tuned_on_ood": "1 when the detector tuned hyperparameters on OOD data (ood_dataset = that "
+    "set, ood_group = validation; it is left out of the evaluation)",
     "reference_mb": "memory of a statistical detector's fitted references + calibration, MiB",
 }
 for _a in (0.01, 0.05, 0.1):  # p-value detectors (see ood_bench.metrics.pvalue_metrics)

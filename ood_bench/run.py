@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from ood_bench.config import build, to_container
 from ood_bench.environment import environment
+from ood_bench.errors import ConfigError
 from ood_bench.hashing import hash_obj
 from ood_bench.metrics import accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
 from ood_bench.pipeline import prepare, seed_everything
@@ -76,7 +77,23 @@ def evaluate(cfg: DictConfig, job: dict[str, Any]) -> list[dict[str, Any]]:
     job["library"] = detector.library
     if "model" in detector.needs:
         detector.bind(prep.backbone.model, cfg.device)
+    tuned_on: str | None = None
     t0 = time.perf_counter()
+    if "ood_validation" in detector.needs:
+        # hyperparameter search on OOD data: the set it tunes on is not evaluated, and the rows say
+        tuned_on = getattr(detector, "search_ood", None) or bench.ood[0].name
+        if tuned_on not in ood_f:
+            raise ConfigError(
+                f"search_ood={tuned_on!r} is not an OOD set of {bench.name}: "
+                f"choose from {sorted(ood_f)}"
+            )
+        detector.tune(calib_f, ood_f.pop(tuned_on))
+        bench = bench.select_ood([s.name for s in bench.ood if s.name != tuned_on])
+        log.warning(
+            "%s tuned its hyperparameters on OOD set %s (excluded from evaluation)",
+            detector.name,
+            tuned_on,
+        )
     detector.fit(fit_f, calib_f)
     fit_s = time.perf_counter() - t0
 
@@ -108,6 +125,8 @@ def evaluate(cfg: DictConfig, job: dict[str, Any]) -> list[dict[str, Any]]:
         "peak_rss_mb": peak_rss_mb(),
     }
     rows += [make_row(job, k, float(v), n_id=len(s_id)) for k, v in runtime.items()]
+    if tuned_on:
+        rows.append(make_row(job, "tuned_on_ood", 1.0, tuned_on, "validation"))
     return rows
 
 

@@ -36,6 +36,11 @@ class Detector(ABC):
         self.model = model
         self.device = torch.device(device)
 
+    def tune(self, val_id: Features, val_ood: Features) -> None:
+        """Hyperparameter search on validation data; only detectors that declare
+        ``"ood_validation"`` in ``needs`` are called (the runner flags their results)."""
+        raise NotImplementedError(f"{self.name} does not tune on OOD data")
+
     @abstractmethod
     def fit(self, fit: Features, calib: Features | None = None) -> Detector:
         """Learn from ID ``fit`` features (``calib``: held-out ID data, for calibrated methods)."""
