@@ -45,16 +45,110 @@ class DigitsCNN(nn.Module):
         self.head = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ConfigError(
-                f"DigitsCNN expects N×{self.in_channels}×H×W input, got {tuple(x.shape)}: "
-                "set the benchmark's channels to match the backbone (grayscale ↔ RGB transform)"
-            )
+        _check_channels(x, self.in_channels, "DigitsCNN")
         x = self.block3(self.block2(self.block1(x)))
         return self.head(self.fc1(self.pool(x)))
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"digits_cnn": DigitsCNN}
+class LeNet(nn.Module):
+    """LeNet-5 style CNN for the MNIST family (28×28; other sizes are pooled to 5×5).
+
+    Taps: ``block1`` (6 maps), ``block2`` (16 maps), ``fc1`` (120), ``fc2`` (84, penultimate).
+    """
+
+    taps = ("block1", "block2", "fc1", "fc2")
+    penultimate = "fc2"
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.in_channels = in_channels
+        self.block1 = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)
+        )
+        self.block2 = nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(), nn.AdaptiveMaxPool2d(5))
+        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(16 * 25, 120), nn.ReLU())
+        self.fc2 = nn.Sequential(nn.Linear(120, 84), nn.ReLU())
+        self.head = nn.Linear(84, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_channels(x, self.in_channels, "LeNet")
+        return self.head(self.fc2(self.fc1(self.block2(self.block1(x)))))
+
+
+class VGGSmall32(nn.Module):
+    """Small VGG-style CNN for 32×32 inputs (CIFAR family): three double-conv blocks with batch
+    norm, global average pooling, one linear head. Taps: ``block1``–``block3``, ``pool``
+    (256, penultimate)."""
+
+    taps = ("block1", "block2", "block3", "pool")
+    penultimate = "pool"
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        self.in_channels = in_channels
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+
+        self.block1 = block(in_channels, width)
+        self.block2 = block(width, 2 * width)
+        self.block3 = block(2 * width, 4 * width)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_channels(x, self.in_channels, "VGGSmall32")
+        return self.head(self.pool(self.block3(self.block2(self.block1(x)))))
+
+
+def resnet18_32x32(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """ResNet-18 for 32×32 inputs (CIFAR stem: 3×3 conv, no max-pool), as in OpenOOD's
+    ``resnet18_32x32``; taps are discovered (``relu``, ``layer1``–``layer4``, ``avgpool``)."""
+    import torchvision
+
+    m = torchvision.models.resnet18(num_classes=num_classes)
+    m.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+    m.maxpool = nn.Identity()
+    return m
+
+
+def torchvision_model(name: str, num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+    """Any ``torchvision.models`` architecture without weights (load yours from a local file:
+    pretrained downloads need internet)."""
+    import torchvision
+
+    if in_channels != 3:
+        raise ConfigError(
+            f"torchvision's {name} takes 3-channel input; set the benchmark's preprocess.channels=3"
+        )
+    try:
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    except ValueError as e:
+        raise ConfigError(f"unknown torchvision model {name!r}: {e}") from e
+
+
+def _check_channels(x: torch.Tensor, channels: int, arch: str) -> None:
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ConfigError(
+            f"{arch} expects N×{channels}×H×W input, got {tuple(x.shape)}: set the benchmark's "
+            "preprocess.channels to match the backbone (grayscale ↔ RGB transform)"
+        )
+
+
+ARCHITECTURES: dict[str, Any] = {
+    "digits_cnn": DigitsCNN,
+    "lenet": LeNet,
+    "vgg_small_32x32": VGGSmall32,
+    "resnet18_32x32": resnet18_32x32,
+}
 
 
 @torch.inference_mode()
@@ -128,37 +222,48 @@ class Backbone:
 
 
 def build_model(arch: str, **kwargs: Any) -> nn.Module:
+    """An architecture by name: ours (:data:`ARCHITECTURES`) or ``torchvision.<model name>``."""
+    if arch.startswith("torchvision."):
+        return torchvision_model(arch.split(".", 1)[1], **kwargs)
     if arch not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+        raise ConfigError(
+            f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)} or "
+            "torchvision.<name> (e.g. torchvision.resnet50)"
+        )
     return ARCHITECTURES[arch](**kwargs)
 
 
-def train_classifier(model: nn.Module, loader: DataLoader, cfg: TrainConfig, seed: int) -> None:
-    """Seeded Adam + cosine schedule, cross-entropy; the model is left in eval mode."""
+def train_classifier(
+    model: nn.Module, loader: DataLoader, cfg: TrainConfig, seed: int, device: str = "cpu"
+) -> None:
+    """Seeded AdamW + cosine schedule (per epoch), cross-entropy; leaves the model in eval mode."""
     torch.manual_seed(seed)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     model.train()
-    bar = tqdm(range(cfg.epochs), desc="train backbone", disable=None, leave=False)
-    for _ in bar:
+    bar = tqdm(total=cfg.epochs * len(loader), desc="train backbone", disable=None, leave=False)
+    for epoch in range(cfg.epochs):
         total, n = 0.0, 0
         for x, y in loader:
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
+            loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
             loss.backward()
             opt.step()
             total, n = total + loss.item() * len(y), n + len(y)
+            bar.update()
         sched.step()
-        bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+        bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(n, 1):.4f}")
+    bar.close()
     model.eval()
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, loader: DataLoader) -> float:
+def accuracy(model: nn.Module, loader: DataLoader, device: str = "cpu") -> float:
     model.eval()
     correct = n = 0
     for x, y in loader:
-        correct += (model(x).argmax(1) == y).sum().item()
+        correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
         n += len(y)
     return correct / max(n, 1)
 
@@ -221,6 +326,9 @@ def get_backbone(
     train: dict[str, Any] | None = None,
     arch_kwargs: dict[str, Any] | None = None,
     name: str | None = None,
+    taps: list[str] | None = None,
+    penultimate: str | None = None,
+    device: str = "cpu",
 ) -> Backbone:
     """Load the backbone's checkpoint, training and saving it first when it is missing.
 
@@ -228,6 +336,9 @@ def get_backbone(
     given) and never trained. Otherwise the checkpoint lives in ``cache_dir/checkpoints`` under a
     hash of (architecture, its arguments, the training data spec, training config, seed), next
     to a JSON file with its sha256, the config that made it and its ID test accuracy.
+    ``taps``/``penultimate`` override the architecture's own (or discovered) ones; a
+    penultimate of ``input:<module>`` reads the input of that module (e.g. ``input:heads``).
+    The ID accuracy is measured once, after training, never on every load.
     """
     kwargs = {
         "num_classes": benchmark.num_classes,
@@ -237,7 +348,6 @@ def get_backbone(
     torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on prior RNG use
     model = build_model(arch, **kwargs)
     tcfg = TrainConfig(**(train or {}))
-    test_loader = DataLoader(benchmark.split("test").dataset, batch_size=512)
     info: dict[str, Any] = {}
     if checkpoint:
         path = Path(checkpoint).expanduser()
@@ -275,16 +385,23 @@ def get_backbone(
                 info = meta
                 log.info("loaded backbone %s from %s (sha256 %s…)", arch, path, digest[:12])
         if not info:
-            info = _train_and_save(model, benchmark, tcfg, seed, path, identity)
+            info = _train_and_save(model, benchmark, tcfg, seed, path, identity, device)
             digest = info["sha256"]
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    acc = accuracy(model, test_loader)
-    info["id_acc"] = acc
-    log.info("backbone %s: ID test accuracy %.2f%% on %s", arch, 100 * acc, benchmark.id_name)
-    taps, penultimate = model_taps(model, benchmark)
-    return Backbone(name or arch, model, digest, path, taps, penultimate, info)
+    if "id_test_acc" in info:
+        info["id_acc"] = info["id_test_acc"]
+        log.info(
+            "backbone %s: ID test accuracy %.2f%% on %s (recorded at training)",
+            arch,
+            100 * info["id_acc"],
+            benchmark.id_name,
+        )
+    found_taps, found_pen = model_taps(model, benchmark)
+    return Backbone(
+        name or arch, model, digest, path, list(taps or found_taps), penultimate or found_pen, info
+    )
 
 
 def _train_and_save(
@@ -294,6 +411,7 @@ def _train_and_save(
     seed: int,
     path: Path,
     identity: dict[str, Any],
+    device: str = "cpu",
 ) -> dict[str, Any]:
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -310,8 +428,9 @@ def _train_and_save(
         tcfg.epochs,
     )
     t0 = time.perf_counter()
-    train_classifier(model, loader, tcfg, seed)
+    train_classifier(model, loader, tcfg, seed, device)
     train_s = time.perf_counter() - t0
+    model.cpu()
     atomic_torch_save(model.state_dict(), path)
     digest = sha256_file(path)
     acc = accuracy(model, DataLoader(benchmark.split("test").dataset, batch_size=512))

@@ -27,6 +27,13 @@ def build(cfg: DictConfig, what: str, **kwargs: Any) -> Any:
             "group (see conf/) or give a _target_"
         )
     target = cfg._target_
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"the {what} option needs {', '.join(f'{what}.{k}' for k in missing)}"
+            f" (??? in its YAML): pass e.g. {what}.{missing[0]}=... on the command "
+            "line"
+        )
     try:
         # partial first, then call: runtime objects in kwargs must not pass through OmegaConf
         factory = instantiate(cfg, _convert_="all", _partial_=True)

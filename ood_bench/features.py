@@ -106,7 +106,8 @@ class FeatureExtractor:
         self.batch_size = batch_size
         self.taps = list(backbone.taps if taps is None else taps)
         modules = dict(backbone.model.named_modules())
-        unknown = [t for t in self.taps + [backbone.penultimate] if t not in modules]
+        pen = backbone.penultimate.removeprefix("input:")
+        unknown = [t for t in self.taps + [pen] if t not in modules]
         if unknown:
             raise ConfigError(
                 f"tap(s) {unknown} are not modules of {backbone.name}; "
@@ -155,8 +156,15 @@ class FeatureExtractor:
 
             return fn
 
-        names = list(dict.fromkeys(self.taps + [self.backbone.penultimate]))
+        pen = self.backbone.penultimate
+        names = list(dict.fromkeys(self.taps + ([] if pen.startswith("input:") else [pen])))
         handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+        if pen.startswith("input:"):  # the input of a module, e.g. a ViT's classification head
+
+            def pre_hook(_m: nn.Module, args: tuple) -> None:
+                store[pen] = args[0].detach()
+
+            handles.append(modules[pen.removeprefix("input:")].register_forward_pre_hook(pre_hook))
         chunks: dict[str, list[torch.Tensor]] = {}
         forward_s = 0.0
         try:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
+from ood_bench.backbones import Backbone, build_model, discover_taps
 from ood_bench.config import build
-from ood_bench.errors import ConfigError
-from tests.conftest import CONF, FAST_TRAIN
+from ood_bench.data.base import tensor_set
+from ood_bench.errors import ConfigError, DataError
+from tests.conftest import CONF, FAST_TRAIN, ROOT
 
 GROUPS = ("benchmark", "backbone", "detector")
 
@@ -34,18 +41,89 @@ def test_detector_options_instantiate(option):
     assert det.name == option, "a detector's name must equal its option name (results use it)"
 
 
+EMBEDDED = ("digits", "digits_open")
+DATA = Path(os.environ.get("OOD_BENCH_DATA", ROOT.parent / "shared" / "data"))
+
+
 @pytest.mark.parametrize("option", options("benchmark"))
-def test_benchmark_options_instantiate(option):
-    cfg = compose_cfg(f"benchmark={option}")
-    bench = build(cfg.benchmark, "benchmark")
+def test_benchmark_options_instantiate(option, tmp_path):
+    """Embedded benchmarks build; on-disk ones build from the shared data when all their sets
+    are there, and otherwise stop with a DataError naming what is missing."""
+    if option in EMBEDDED:
+        cfg = compose_cfg(f"benchmark={option}")
+    else:
+        cfg = compose_cfg(
+            f"benchmark={option}",
+            f"data_root={DATA}",
+            "benchmark.ood_max=50",
+            "benchmark.test_max=50",
+        )
+    assert cfg.benchmark.name == option, "a benchmark's name must equal its option name"
+    try:
+        bench = build(cfg.benchmark, "benchmark")
+    except DataError as e:
+        assert option not in EMBEDDED and "not found" in str(e) and "ood_sets" in str(e), e
+        return
     assert bench.name == option
     assert {"train", "fit", "calib", "test"} <= set(bench.splits)
     assert bench.ood and all(s.group in ("near", "far") for s in bench.ood)
+    x, y = bench.split("test").dataset[0]
+    assert tuple(x.shape) == (bench.in_channels, *bench.image_size)
+
+
+# input each architecture is meant for (channels, size)
+INPUT = {
+    "digits_cnn": (1, 8),
+    "lenet": (1, 28),
+    "vgg_small_32x32": (3, 32),
+    "resnet18_32x32": (3, 32),
+}
 
 
 @pytest.mark.parametrize("option", options("backbone"))
-def test_backbone_options_instantiate(option, digits_bench, cache_dir):
-    cfg = compose_cfg(f"backbone={option}", FAST_TRAIN)
+def test_backbone_options_build_and_tap(option):
+    """Every backbone option builds its architecture; its taps (configured or discovered) are
+    modules that produce features. Weights are not trained here (see test_backbone.py)."""
+    cfg = compose_cfg(f"backbone={option}")
+    b = cfg.backbone
+    assert b.name == option
+    arch = b.arch if option != "checkpoint" else "lenet"  # checkpoint: the user names it
+    ch, size = INPUT.get(arch, (3, 224))
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=10, in_channels=ch, **(b.get("arch_kwargs") or {}))
+    bb = Backbone(
+        option,
+        model.eval(),
+        "0" * 64,
+        Path("."),
+        *([list(b.taps), b.penultimate] if b.get("taps") else model_taps_for(model, ch, size)),
+    )
+    from ood_bench.features import FeatureExtractor
+
+    ex = FeatureExtractor(bb, Path("/tmp/unused"))
+    f = ex.extract(
+        tensor_set(
+            "x", np.random.rand(2, ch, size, size).astype(np.float32), np.zeros(2), {"t": option}
+        )
+    )
+    assert f.logits.shape == (2, 10) and f.penultimate.shape[0] == 2 and f.taps
+
+
+def model_taps_for(model, ch: int, size: int):
+    if getattr(model, "taps", None):
+        return list(model.taps), model.penultimate
+    return discover_taps(model, torch.zeros(2, ch, size, size))
+
+
+def test_checkpoint_options_demand_a_file():
+    for option in ("checkpoint", "resnet50", "vit_b_16"):
+        cfg = compose_cfg(f"backbone={option}")
+        with pytest.raises(ConfigError, match=r"needs backbone.*checkpoint.*\?\?\?"):
+            build(cfg.backbone, "backbone", benchmark=None, cache_dir="/tmp")
+
+
+def test_digits_cnn_option_trains_and_loads(digits_bench, cache_dir):
+    cfg = compose_cfg("backbone=digits_cnn", FAST_TRAIN)
     bb = build(cfg.backbone, "backbone", benchmark=digits_bench, cache_dir=str(cache_dir))
     assert bb.taps and bb.sha256 and bb.info["id_acc"] > 0.5
 

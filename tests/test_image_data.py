@@ -1,0 +1,100 @@
+"""On-disk image sets: npz and ImageFolder sources, preprocessing, clear errors when missing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ood_bench.data.image_benchmark import build_image_benchmark
+from ood_bench.data.images import Preprocess
+from ood_bench.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A data root with an npz ID set (train/test files), an ImageFolder OOD set, RGB images."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 200), ("test", 60)):
+        y = np.arange(n) % 3
+        x = (rng.random((n, 12, 12)) * 60 + y[:, None, None] * 60).astype(np.uint8)
+        np.savez(tmp_path / f"toy_{split}.npz", x=x, y=y)
+    for cls in ("a", "b"):
+        (tmp_path / "folder" / cls).mkdir(parents=True)
+        for i in range(5):
+            arr = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / "folder" / cls / f"{i}.png")
+    return tmp_path
+
+
+def toy(root, **kw):
+    args = dict(
+        name="toy",
+        id_set={"npz": "toy_{split}.npz"},
+        ood=[
+            {"name": "pics", "group": "far", "imagefolder": "folder"},
+            {"name": "noise", "group": "far", "noise": "uniform", "n": 30},
+        ],
+        preprocess={"channels": 1, "size": [12, 12], "mean": [0.5], "std": [0.25]},
+        data_root=str(root),
+        calib_fraction=0.2,
+        seed=0,
+    )
+    return build_image_benchmark(**{**args, **kw})
+
+
+def test_npz_and_imagefolder_sets_build_with_preprocessing(root):
+    b = toy(root)
+    n_train, n_calib = len(b.split("train")), len(b.split("calib"))
+    assert n_train + n_calib == 200 and abs(n_calib - 40) <= 1  # stratified, rounded per class
+    assert len(b.split("test")) == 60 and b.split("fit") is b.split("train")
+    x, y = b.split("test").dataset[0]
+    assert x.shape == (1, 12, 12) and y in (0, 1, 2)
+    px, py = b.ood_set("pics").dataset[0]
+    assert px.shape == (1, 12, 12) and py == -1  # RGB 16×16 folder images → gray 12×12
+    assert len(b.ood_set("pics")) == 10 and len(b.ood_set("noise")) == 30
+    # normalisation: (v/255 - 0.5)/0.25 lies in [-2, 2]
+    assert float(x.min()) >= -2 - 1e-6 and float(x.max()) <= 2 + 1e-6
+
+
+def test_rgb_preprocessing_expands_gray(root):
+    b = toy(root, preprocess={"channels": 3, "size": [8, 8], "mean": [0.5] * 3, "std": [0.5] * 3})
+    x, _ = b.split("train").dataset[0]
+    assert x.shape == (3, 8, 8) and torch.equal(x[0], x[1])
+
+
+def test_class_subsets_and_selection(root):
+    b = toy(
+        root,
+        id_set={"npz": "toy_{split}.npz", "classes": [2, 0]},
+        ood=[{"name": "held_out", "group": "near", "npz": "toy_test.npz", "classes": [1]}],
+    )
+    labels = [b.split("test").dataset[i][1] for i in range(len(b.split("test")))]
+    assert sorted(set(labels)) == [0, 1]  # classes 2, 0 relabelled 0, 1
+    assert len(b.ood_set("held_out")) == 20
+    only = toy(root, ood_sets=["noise"])
+    assert [s.name for s in only.ood] == ["noise"]
+    with pytest.raises(ConfigError, match=r"no OOD set\(s\) \['nope'\].*pics"):
+        toy(root, ood_sets=["nope"])
+
+
+def test_specs_are_deterministic_and_differ_by_seed(root):
+    a, b, c = toy(root), toy(root), toy(root, seed=1)
+    assert a.split("calib").spec == b.split("calib").spec
+    assert a.split("calib").spec != c.split("calib").spec
+
+
+def test_missing_sets_say_where_and_how(root, tmp_path_factory):
+    empty = tmp_path_factory.mktemp("empty")
+    with pytest.raises(DataError, match=r"npz set .*toy_train.npz not found"):
+        toy(empty)
+    with pytest.raises(DataError, match=r"ImageFolder root .*nothere.*ood_sets"):
+        toy(root, ood=[{"name": "x", "group": "far", "imagefolder": "nothere"}])
+    with pytest.raises(DataError, match=r"MNIST.*not found.*MNIST/raw.*download=true"):
+        toy(empty, id_set={"dataset": "mnist"})
+
+
+def test_bad_preprocess_is_a_config_error():
+    with pytest.raises(ConfigError, match="one per channel"):
+        Preprocess.from_cfg({"channels": 3, "mean": [0.5], "std": [0.5]})
