@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -372,21 +373,9 @@ def get_backbone(
             "train": vars(tcfg),
             "seed": seed,
         }
-        key = hash_obj(identity)[:16]
-        path = Path(cache_dir) / "checkpoints" / f"{arch}-{key}.pt"
-        meta_path = path.with_suffix(".json")
-        if path.is_file() and meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            digest = sha256_file(path)
-            if digest != meta.get("sha256"):
-                log.warning("checkpoint %s does not match its recorded sha256; retraining", path)
-            else:
-                load_state(model, path, arch)
-                info = meta
-                log.info("loaded backbone %s from %s (sha256 %s…)", arch, path, digest[:12])
-        if not info:
-            info = _train_and_save(model, benchmark, tcfg, seed, path, identity, device)
-            digest = info["sha256"]
+        path = Path(cache_dir) / "checkpoints" / f"{arch}-{hash_obj(identity)[:16]}.pt"
+        info = _load_or_train(model, benchmark, tcfg, seed, path, identity, device)
+        digest = info["sha256"]
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -402,6 +391,35 @@ def get_backbone(
     return Backbone(
         name or arch, model, digest, path, list(taps or found_taps), penultimate or found_pen, info
     )
+
+
+def _load_or_train(
+    model: nn.Module,
+    benchmark: Benchmark,
+    tcfg: TrainConfig,
+    seed: int,
+    path: Path,
+    identity: dict[str, Any],
+    device: str,
+) -> dict[str, Any]:
+    """Load the cached checkpoint at ``path`` (sha256-checked) or train and save it.
+
+    A file lock makes concurrent jobs wait: one trains, the others then load its file.
+    """
+    meta_path = path.with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.is_file() and meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            digest = sha256_file(path)
+            if digest == meta.get("sha256"):
+                load_state(model, path, identity["arch"])
+                log.info(
+                    "loaded backbone %s from %s (sha256 %s…)", identity["arch"], path, digest[:12]
+                )
+                return meta
+            log.warning("checkpoint %s does not match its recorded sha256; retraining", path)
+        return _train_and_save(model, benchmark, tcfg, seed, path, identity, device)
 
 
 def _train_and_save(

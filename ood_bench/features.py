@@ -21,8 +21,8 @@ from tqdm import tqdm
 from ood_bench.backbones import Backbone
 from ood_bench.data.base import ImageSet
 from ood_bench.errors import ConfigError
-from ood_bench.hashing import hash_obj
-from ood_bench.io import atomic_torch_save
+from ood_bench.hashing import hash_obj, sha256_file
+from ood_bench.io import atomic_torch_save, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -122,26 +122,46 @@ class FeatureExtractor:
         return self.cache_dir / f"{cache_key(self.backbone, data, self.taps)}.pt"
 
     def __call__(self, data: ImageSet) -> Features:
+        """Features of ``data``: from the cache when a verified entry exists, else extracted.
+
+        Concurrent jobs asking for the same entry wait on one file lock: one extracts, the
+        others read. Each entry has a sha256 sidecar; an entry that does not match it (or has
+        none, or cannot be read) is rebuilt with a warning.
+        """
         path = self.path(data)
+        digest_path = path.with_name(path.name + ".sha256")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if path.is_file():
-                try:
-                    feats = Features.from_dict(torch.load(path, weights_only=True))
-                    feats.source = data
-                    self.cache_hits += 1
-                    log.debug("features of %s from cache %s", data.name, path.name)
-                    return feats
-                except Exception as e:  # partial or corrupt entry: rebuild it
-                    log.warning("cache entry %s unreadable (%s); re-extracting", path, e)
+                problem = self._verify(path, digest_path)
+                if problem is None:
+                    try:
+                        feats = Features.from_dict(torch.load(path, weights_only=True))
+                        feats.source = data
+                        self.cache_hits += 1
+                        log.debug("features of %s from cache %s", data.name, path.name)
+                        return feats
+                    except Exception as e:  # readable bytes, wrong content
+                        problem = f"unreadable ({e})"
+                log.warning("cache entry %s for %s is %s; re-extracting", path, data.name, problem)
             t0 = time.perf_counter()
             feats = self.extract(data)
             self.extract_s += time.perf_counter() - t0
             atomic_torch_save(feats.to_dict(), path)
+            atomic_write_text(digest_path, sha256_file(path))
             feats.source = data
             self.cache_misses += 1
             log.info("extracted %s (%d images) → %s", data.name, len(feats), path)
             return feats
+
+    @staticmethod
+    def _verify(path: Path, digest_path: Path) -> str | None:
+        """None when the entry matches its recorded sha256, else what is wrong."""
+        if not digest_path.is_file():
+            return "missing its checksum"
+        if sha256_file(path) != digest_path.read_text().strip():
+            return "corrupt (checksum mismatch)"
+        return None
 
     @torch.inference_mode()
     def extract(self, data: ImageSet) -> Features:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import shutil
 import sys
 import time
 import uuid
@@ -21,15 +22,16 @@ import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ood_bench.config import build, to_container
 from ood_bench.environment import environment
 from ood_bench.errors import ConfigError
 from ood_bench.hashing import hash_obj
+from ood_bench.io import atomic_write_text
 from ood_bench.metrics import accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
 from ood_bench.pipeline import prepare, seed_everything
-from ood_bench.results import make_row, to_frame, write_csv
+from ood_bench.results import make_row, read_results, to_frame, write_csv
 
 log = logging.getLogger("ood_bench.run")
 
@@ -40,6 +42,32 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
+# keys that say where things are or how to run, not what is computed: not part of the job hash
+NOT_IN_HASH = ("cache_dir", "results_dir", "data_root", "rerun", "batch_size")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved config minus :data:`NOT_IN_HASH`: equal hash ⇒ same results."""
+    c = to_container(cfg)
+    return hash_obj({k: v for k, v in c.items() if k not in NOT_IN_HASH})[:16]
+
+
+def completed(path: Path, chash: str) -> bool:
+    """A job's CSV holds a complete, successful result set for this config hash."""
+    if not path.is_file():
+        return False
+    try:
+        df = read_results(path)
+    except Exception:  # unreadable or foreign: not complete, the job runs again
+        return False
+    return (
+        bool(len(df))
+        and (df["config_hash"] == chash).all()
+        and (df["status"] == "ok").all()
+        and "id_acc" in set(df["metric"])
+    )
+
+
 def job_identity(cfg: DictConfig, sweep: str) -> dict[str, Any]:
     """The columns every row of this job shares (the backbone's sha is filled in later)."""
     stamp = datetime.now(timezone.utc)
@@ -47,7 +75,7 @@ def job_identity(cfg: DictConfig, sweep: str) -> dict[str, Any]:
     return {
         "run_id": f"{stamp:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}",
         "sweep": sweep,
-        "config_hash": hash_obj(to_container(cfg))[:16],
+        "config_hash": config_hash(cfg),
         "status": "ok",
         "error": "",
         "git_sha": env["git_sha"],
@@ -164,13 +192,39 @@ def main(cfg: DictConfig) -> None:
     multirun = hc.mode == RunMode.MULTIRUN
     sweep = Path(hc.sweep.dir).name if multirun else "run"
     job = job_identity(cfg, sweep)
+    chash = job["config_hash"]
+    out_csv = out_dir / "metrics.csv"
+    shared = (
+        Path(cfg.results_dir).expanduser() / "jobs" / f"{chash}.csv"
+        if cfg.get("results_dir")
+        else None
+    )
+    if not cfg.get("rerun", False):
+        for done in (out_csv, shared):
+            if done is not None and completed(done, chash):
+                if done != out_csv:
+                    shutil.copyfile(done, out_csv)  # so collect on this sweep finds it
+                log.info(
+                    "skipping job %s (%s/%s/%s seed %s): complete results for config %s "
+                    "already in %s (rerun=true forces it)",
+                    out_dir.name,
+                    job["benchmark"],
+                    job["backbone"],
+                    job["detector"],
+                    job["seed"],
+                    chash,
+                    done,
+                )
+                return
+    atomic_write_text(out_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log.info(
-        "job %s: benchmark=%s backbone=%s detector=%s seed=%s → %s",
+        "job %s: benchmark=%s backbone=%s detector=%s seed=%s config %s → %s",
         job["run_id"],
         job["benchmark"],
         job["backbone"],
         job["detector"],
         job["seed"],
+        chash,
         out_dir,
     )
     try:
@@ -178,13 +232,15 @@ def main(cfg: DictConfig) -> None:
     except Exception as e:
         log.exception("job failed: %s", e)
         job.update(status="failed", error=f"{type(e).__name__}: {e}"[:1000])
-        path = write_csv(to_frame([make_row(job, "job", float("nan"))]), out_dir / "metrics.csv")
+        path = write_csv(to_frame([make_row(job, "job", float("nan"))]), out_csv)
         log.error("wrote failed row to %s", path)
         if not multirun:
             raise
         return
     df = to_frame(rows)
-    path = write_csv(df, out_dir / "metrics.csv")
+    path = write_csv(df, out_csv)
+    if shared is not None:
+        write_csv(df, shared)
     acc = df.loc[df.metric == "id_acc", "value"].iloc[0]
     log.info(
         "ID test accuracy %.2f%%; results per OOD set (%s):\n%s",
@@ -192,7 +248,7 @@ def main(cfg: DictConfig) -> None:
         job["detector"],
         summary(df),
     )
-    log.info("wrote %d rows to %s", len(df), path)
+    log.info("wrote %d rows to %s%s", len(df), path, f" and {shared}" if shared else "")
 
 
 if __name__ == "__main__":
