@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ood_bench.backbones import Backbone
 from ood_bench.config import build
+from ood_bench.corruptions import CorruptionConfig, apply_corruption, attack_ood
 from ood_bench.data.base import Benchmark
 from ood_bench.data.root import resolve_data_root
 from ood_bench.features import FeatureExtractor, Features
@@ -50,7 +51,14 @@ def prepare(cfg: DictConfig) -> Prepared:
         resolve_data_root(cfg.data_root)
     bench = build(cfg.benchmark, "benchmark")
     bench = bench.select_ood(list(cfg.ood_sets) if cfg.get("ood_sets") else None)
+    corruption = (
+        CorruptionConfig(**OmegaConf.to_container(cfg.corruption, resolve=True))
+        if cfg.get("corruption")
+        else CorruptionConfig()
+    )
     backbone = build(cfg.backbone, "backbone", benchmark=bench, cache_dir=str(cache_dir))
+    bench = apply_corruption(bench, corruption)  # after the backbone: it trains on clean data
+    bench = attack_ood(bench, backbone.model, corruption, str(cfg.device))
     extractor = FeatureExtractor(
         backbone, cache_dir, device=str(cfg.device), batch_size=int(cfg.batch_size)
     )

@@ -16,8 +16,10 @@ TABLE_METRICS: dict[str, tuple[str, bool]] = {
 }
 
 
-def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "ok"]
+def ok_rows(df: pd.DataFrame, clean: bool = True) -> pd.DataFrame:
+    """Successful rows; ``clean`` keeps uncorrupted jobs only (robustness tables take the rest)."""
+    d = df[df["status"] == "ok"]
+    return d[d["corruption"] == "none"] if clean else d
 
 
 def aggregate(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -166,6 +168,64 @@ def runtime_table(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def robustness_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, backbone, detector, corruption, severity, seed): mean AUROC over OOD sets,
+    ID accuracy and, for p-value detectors, the ID rejection rate at 0.05. Clean jobs appear as
+    corruption ``none``, severity 0."""
+    d = ok_rows(df, clean=False)
+    keys = ["benchmark", "backbone", "detector", "corruption", "severity", "seed"]
+    auroc = d[(d["metric"] == "auroc")].groupby(keys)["value"].mean().rename("auroc")
+    acc = d[d["metric"] == "id_acc"].groupby(keys)["value"].mean().rename("id_acc")
+    fpr = d[d["metric"] == "fpr_at_0.05"].groupby(keys)["value"].mean().rename("fpr_at_0.05")
+    return pd.concat([auroc, acc, fpr], axis=1).reset_index()
+
+
+def robustness_table(df: pd.DataFrame, value: str = "auroc") -> pd.DataFrame:
+    """Detector × (corruption, severity) table of ``value`` in percent, mean ± std over seeds."""
+    r = robustness_frame(df)
+    r = r[r["corruption"] != "none"].dropna(subset=[value])
+    if r.empty:
+        return pd.DataFrame()
+    r["col"] = r["corruption"] + " s" + r["severity"].astype(int).astype(str)
+    r["row"] = r["benchmark"] + " / " + r["backbone"] + " / " + r["detector"]
+    g = r.groupby(["row", "col"])[value]
+    cells = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1)}).reset_index()
+    cells["text"] = [fmt_mean_std(m, sd) for m, sd in zip(cells["mean"], cells["std"], strict=True)]
+    table = cells.pivot(index="row", columns="col", values="text")
+    table.index.name = "benchmark / backbone / detector"
+    return table
+
+
+def ranking_stability(df: pd.DataFrame) -> pd.DataFrame:
+    """Kendall's tau between the detector rankings (mean AUROC) of every pair of seeds, per
+    (benchmark, backbone, corruption, severity): how much a ranking depends on the seed."""
+    from itertools import combinations
+
+    from scipy.stats import kendalltau
+
+    r = robustness_frame(df).dropna(subset=["auroc"])
+    rows = []
+    for key, sub in r.groupby(["benchmark", "backbone", "corruption", "severity"]):
+        wide = sub.pivot_table(index="detector", columns="seed", values="auroc")
+        wide = wide.dropna()
+        if wide.shape[0] < 3 or wide.shape[1] < 2:
+            continue
+        taus = [kendalltau(wide[a], wide[b]).statistic for a, b in combinations(wide.columns, 2)]
+        rows.append(
+            {
+                "benchmark": key[0],
+                "backbone": key[1],
+                "corruption": key[2],
+                "severity": int(key[3]),
+                "detectors": wide.shape[0],
+                "seeds": wide.shape[1],
+                "tau_mean": float(np.mean(taus)),
+                "tau_min": float(np.min(taus)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def failed_table(df: pd.DataFrame) -> pd.DataFrame:
     d = df[df["status"] == "failed"]
     return d[["benchmark", "backbone", "detector", "seed", "error"]].drop_duplicates()
@@ -198,6 +258,38 @@ def markdown_report(df: pd.DataFrame) -> str:
     runtime = runtime_table(df)
     if not runtime.empty:
         parts += ["## Runtime (CPU)", "", runtime.to_markdown(), ""]
+    rob = robustness_table(df)
+    if not rob.empty:
+        parts += [
+            "## Robustness: mean AUROC over OOD sets under corruption (%, mean ± std over seeds)",
+            "",
+            rob.to_markdown(),
+            "",
+        ]
+        acc = robustness_table(df, "id_acc")
+        parts += [
+            "## Robustness: backbone ID accuracy under corruption (%)",
+            "",
+            acc.to_markdown(),
+            "",
+        ]
+        fpr = robustness_table(df, "fpr_at_0.05")
+        if not fpr.empty:
+            parts += [
+                "## Robustness: corrupted ID rejected at α = 0.05 (%, p-value detectors;"
+                " growth = false alarms under covariate shift)",
+                "",
+                fpr.to_markdown(),
+                "",
+            ]
+    stab = ranking_stability(df)
+    if not stab.empty:
+        parts += [
+            "## Ranking stability across seeds (Kendall's τ of detector rankings by mean AUROC)",
+            "",
+            stab.to_markdown(index=False, floatfmt=".3f"),
+            "",
+        ]
     failed = failed_table(df)
     if not failed.empty:
         parts += ["## Failed jobs", "", failed.to_markdown(index=False), ""]

@@ -86,8 +86,8 @@ def job_identity(cfg: DictConfig, sweep: str) -> dict[str, Any]:
         "detector": str(cfg.detector.name),
         "library": "",
         "seed": int(cfg.seed),
-        "corruption": "none",
-        "severity": 0,
+        "corruption": str(cfg.corruption.name) if cfg.get("corruption") else "none",
+        "severity": int(cfg.corruption.severity) if cfg.get("corruption") else 0,
         **{k: v for k, v in env.items() if k != "git_sha"},
         "timestamp": stamp.isoformat(timespec="seconds"),
     }

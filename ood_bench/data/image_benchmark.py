@@ -166,7 +166,7 @@ def build_image_benchmark(
         image_size=pre.size or tuple(raw_shape[:2]),
         splits=splits,
         ood=ood_out,
-        info={"seed": seed, "root": str(root), "ood_available": known},
+        info={"seed": seed, "root": str(root), "ood_available": known, "preprocess": pre.spec()},
     )
     log.info("built benchmark %s", bench.describe())
     return bench
