@@ -3,12 +3,14 @@
 Corruptions are the ImageNet-C families (Hendrycks & Dietterich, ICLR 2019) at severities 1–5:
 
 - from the maintained ``imagecorruptions`` package (1.1.2): gaussian_noise, shot_noise,
-  impulse_noise, speckle_noise, defocus_blur, motion_blur, zoom_blur, contrast, brightness,
+  speckle_noise, defocus_blur, motion_blur, zoom_blur, contrast, brightness,
   saturate, jpeg_compression, pixelate, elastic_transform, snow, frost, spatter;
 - replaced here because the package's versions fail on current scikit-image / numpy:
   ``gaussian_blur`` and ``glass_blur`` (its calls pass ``multichannel=`` that scikit-image
-  removed; same sigmas and displacement schedule, ``channel_axis`` instead). ``fog`` (uses the
-  removed ``np.float_``) is not offered.
+  removed; same sigmas and displacement schedule, ``channel_axis`` instead), and
+  ``impulse_noise`` (the package's call draws from an unseeded generator, so the same image got
+  a different corruption each time; same amounts, seeded). ``fog`` (uses the removed
+  ``np.float_``) is not offered.
 
 Small and grayscale inputs: the package needs RGB images of at least 32×32, so an image is
 de-normalised to 0–255, replicated to 3 channels, upsampled to 32×32 (bilinear), corrupted,
@@ -61,7 +63,7 @@ PACKAGE = (
     "frost",
     "spatter",
 )
-REPLACED = ("gaussian_blur", "glass_blur")
+REPLACED = ("impulse_noise", "gaussian_blur", "glass_blur")
 CORRUPTIONS = PACKAGE + REPLACED
 ATTACKS = ("fgsm", "pgd")
 TARGETS = ("id", "ood", "both")
@@ -95,6 +97,14 @@ def _gaussian_blur(x: np.ndarray, severity: int) -> np.ndarray:
     c = [1, 2, 3, 4, 6][severity - 1]
     out = gaussian(x / 255.0, sigma=c, channel_axis=-1)
     return np.clip(out, 0, 1) * 255
+
+
+def _impulse_noise(x: np.ndarray, severity: int) -> np.ndarray:
+    from skimage.util import random_noise
+
+    c = [0.03, 0.06, 0.09, 0.17, 0.27][severity - 1]
+    seed = int(np.random.randint(2**31 - 1))  # from the per-image seeded global generator
+    return np.clip(random_noise(x / 255.0, mode="s&p", amount=c, rng=seed), 0, 1) * 255
 
 
 def _glass_blur(x: np.ndarray, severity: int) -> np.ndarray:
@@ -131,6 +141,8 @@ def corrupt_image(img: np.ndarray, name: str, severity: int) -> np.ndarray:
         warnings.simplefilter("ignore")
         if name == "gaussian_blur":
             out = _gaussian_blur(img, severity)
+        elif name == "impulse_noise":
+            out = _impulse_noise(img, severity)
         elif name == "glass_blur":
             out = _glass_blur(img, severity)
         else:
