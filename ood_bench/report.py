@@ -182,12 +182,22 @@ def robustness_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def robustness_table(df: pd.DataFrame, value: str = "auroc") -> pd.DataFrame:
     """Detector × (corruption, severity) table of ``value`` in percent, mean ± std over seeds."""
-    r = robustness_frame(df)
-    r = r[r["corruption"] != "none"].dropna(subset=[value])
-    if r.empty:
+    r = robustness_frame(df).dropna(subset=[value])
+    if r.empty or (r["corruption"] == "none").all():
         return pd.DataFrame()
-    r["col"] = r["corruption"] + " s" + r["severity"].astype(int).astype(str)
-    r["row"] = r["benchmark"] + " / " + r["backbone"] + " / " + r["detector"]
+    # the clean column only for the (benchmark, backbone, detector) rows that were corrupted
+    shifted = r.loc[r["corruption"] != "none", ["benchmark", "backbone", "detector"]]
+    r = r.merge(shifted.drop_duplicates(), on=["benchmark", "backbone", "detector"])
+    r["col"] = np.where(
+        r["corruption"] == "none",
+        " clean",
+        r["corruption"] + " s" + r["severity"].astype(int).astype(str),
+    )
+    if value == "id_acc":  # a property of the backbone, not of the detector
+        r = r.drop_duplicates(["benchmark", "backbone", "corruption", "severity", "seed"])
+        r["row"] = r["benchmark"] + " / " + r["backbone"]
+    else:
+        r["row"] = r["benchmark"] + " / " + r["backbone"] + " / " + r["detector"]
     g = r.groupby(["row", "col"])[value]
     cells = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1)}).reset_index()
     cells["text"] = [fmt_mean_std(m, sd) for m, sd in zip(cells["mean"], cells["std"], strict=True)]
