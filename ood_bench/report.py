@@ -75,12 +75,15 @@ def performance_table(df: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     )
     cells = agg.pivot(index="row", columns="ood_dataset", values=["mean", "std"])
     table = pd.DataFrame(index=cells.index)
+    bench_of = agg.drop_duplicates("row").set_index("row")["benchmark"].reindex(cells.index)
     for c in cols_order:
         means, stds = cells[("mean", c)], cells[("std", c)]
-        best = means.max() if higher else means.min()
+        # best within each benchmark: rows of different benchmarks do not compete
+        grouped = means.groupby(bench_of)
+        best = grouped.transform("max" if higher else "min")
         table[c] = [
-            (f"**{fmt_mean_std(m, s)}**" if np.isclose(m, best) else fmt_mean_std(m, s))
-            for m, s in zip(means, stds, strict=True)
+            (f"**{fmt_mean_std(m, s)}**" if np.isclose(m, b) else fmt_mean_std(m, s))
+            for m, s, b in zip(means, stds, best, strict=True)
         ]
     seeds = agg.groupby("row")["n_seeds"].max()
     table.insert(0, "seeds", seeds.astype(int))
@@ -239,6 +242,65 @@ def ranking_stability(df: pd.DataFrame) -> pd.DataFrame:
 def failed_table(df: pd.DataFrame) -> pd.DataFrame:
     d = df[df["status"] == "failed"]
     return d[["benchmark", "backbone", "detector", "seed", "error"]].drop_duplicates()
+
+
+def latex_escape(text: str) -> str:
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+    ):
+        text = text.replace(a, b)
+    return text
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
+    """A report table as booktabs LaTeX: names escaped, ``**best**`` → ``\\textbf``, ± in math."""
+    import re
+
+    def cell(v: object) -> str:
+        t = latex_escape(str(v)).replace("±", r"$\pm$").replace("–", "--")
+        return re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", t)
+
+    t = table.copy()
+    t.index = [latex_escape(str(i)) for i in t.index]
+    t.index.name = latex_escape(str(table.index.name or ""))
+    t.columns = [latex_escape(str(c)) for c in t.columns]
+    t = t.map(cell)
+    caption = latex_escape(caption).replace("±", r"$\pm$")
+    return t.style.to_latex(hrules=True, caption=caption, label=label, position_float="centering")
+
+
+def report_tables(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """Every table the report knows: (file stem, caption, table), empty ones left out."""
+    seeds = ok_rows(df)["seed"].nunique()
+    out = [("id_accuracy", "Backbone ID test accuracy (%)", id_accuracy_table(df))]
+    for metric, (label, higher) in TABLE_METRICS.items():
+        arrow = "higher" if higher else "lower"
+        out.append(
+            (
+                f"performance_{metric}",
+                f"{label} (%, mean ± std over {seeds} seeds; {arrow} is better, best in bold)",
+                performance_table(df, metric),
+            )
+        )
+    out.append(
+        ("validity", "ID test rejected at level alpha (%, p-value detectors)", validity_table(df))
+    )
+    out.append(("runtime", "Runtime on CPU (median over seeds)", runtime_table(df)))
+    out.append(
+        ("robustness_auroc", "Mean AUROC over OOD sets under corruption (%)", robustness_table(df))
+    )
+    out.append(
+        (
+            "robustness_fpr",
+            "Corrupted ID rejected at alpha = 0.05 (%)",
+            robustness_table(df, "fpr_at_0.05"),
+        )
+    )
+    return [(n, c, t) for n, c, t in out if not t.empty]
 
 
 def markdown_report(df: pd.DataFrame) -> str:

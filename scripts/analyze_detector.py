@@ -22,42 +22,26 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from scipy import stats as sps
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from scipy import stats as sps  # noqa: E402
-
-from ood_bench.config import build  # noqa: E402
-from ood_bench.detectors.stat import StatDetector  # noqa: E402
-from ood_bench.features import Features  # noqa: E402
-from ood_bench.io import atomic_write  # noqa: E402
-from ood_bench.metrics import ood_metrics  # noqa: E402
-from ood_bench.pipeline import prepare  # noqa: E402
+from ood_bench.config import build
+from ood_bench.detectors.stat import StatDetector
+from ood_bench.features import Features
+from ood_bench.figures import reproducible, save_fig
+from ood_bench.io import atomic_write
+from ood_bench.metrics import ood_metrics
+from ood_bench.pipeline import prepare
 
 log = logging.getLogger("analyze_detector")
 CONF = Path(__file__).resolve().parent.parent / "conf"
 TAILS = ("right", "left", "two-sided")
 ALPHAS = np.linspace(0.0, 0.2, 41)[1:]
-
-
-def save_fig(fig: plt.Figure, out: Path, name: str) -> None:
-    """PNG and PDF, reproducible (no creation date in the PDF when SOURCE_DATE_EPOCH is set)."""
-    for ext in ("png", "pdf"):
-        meta = {"CreationDate": None} if ext == "pdf" else {}
-        atomic_write(
-            out / f"{name}.{ext}",
-            lambda p, e=ext, m=meta: fig.savefig(
-                p, format=e, dpi=150, bbox_inches="tight", metadata=m
-            ),
-        )
-    plt.close(fig)
 
 
 def save_csv(df: pd.DataFrame, out: Path, name: str) -> None:
@@ -240,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. benchmark=digits_open")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
-    plt.rcParams["svg.hashsalt"] = "ood-bench"
+    reproducible()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=[f"detector={args.detector}", *args.overrides])
     out = args.out or Path("results/analysis") / f"{cfg.benchmark.name}_{args.detector}"

@@ -3,8 +3,10 @@
 
     python scripts/make_tables.py results/raw --out results/tables
 
-Writes OUT/results.md (ID accuracy, AUROC and both FPR95 readings per detector × OOD set,
-mean ± std over seeds, best in bold) and prints it.
+Writes OUT/results.md (every table: ID accuracy; AUROC and both FPR95 readings per detector ×
+OOD set with near/far/all means, mean ± std over seeds, best in bold; statistical validity;
+runtime; robustness; ranking stability) and prints it, plus one booktabs LaTeX file per table
+(OUT/<table>.tex, names escaped, best in bold).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from pathlib import Path
 
 from ood_bench.io import atomic_write_text
-from ood_bench.report import markdown_report
+from ood_bench.report import markdown_report, report_tables, to_latex
 from ood_bench.results import read_results
 
 log = logging.getLogger("make_tables")
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     df = read_results(*args.results)
     text = markdown_report(df)
     path = atomic_write_text(args.out / "results.md", text + "\n")
+    for stem, caption, table in report_tables(df):
+        atomic_write_text(args.out / f"{stem}.tex", to_latex(table, caption, f"tab:{stem}"))
     if not args.quiet:
         print(text)
     log.info("wrote %s", path)

@@ -1,0 +1,98 @@
+"""The report layer: committed tables re-render from committed raw results; LaTeX is escaped;
+figures render; every experiment overlay composes and runs one tiny job."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ood_bench.report import markdown_report, to_latex
+from ood_bench.results import read_results
+from tests.conftest import CONF, FAST_TRAIN, ROOT, run_module
+
+RAW = ROOT / "results" / "raw"
+TABLES = ROOT / "results" / "tables"
+
+
+def test_committed_tables_match_the_committed_raw_results(tmp_path):
+    if not (TABLES / "results.md").is_file():
+        pytest.skip("no committed tables yet")
+    run_module(
+        str(ROOT / "scripts" / "make_tables.py"),
+        str(RAW),
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        cwd=tmp_path,
+    )
+    for f in sorted(TABLES.glob("*")):
+        assert (tmp_path / f.name).read_text() == f.read_text(), (
+            f"results/tables/{f.name} is stale: rerun scripts/make_tables.py results/raw "
+            "--out results/tables"
+        )
+
+
+def test_latex_escapes_names_and_bolds_best():
+    t = pd.DataFrame(
+        {"mean_all": ["**99.1 ± 0.2**", "80.0 ± 1.0"]},
+        index=pd.Index(["stat_masf", "pood_knn"], name="detector"),
+    )
+    tex = to_latex(t, "AUROC ± std", "tab:x")
+    assert r"stat\_masf" in tex and r"mean\_all" in tex and r"\textbf{99.1 $\pm$ 0.2}" in tex
+    assert r"\toprule" in tex and r"AUROC $\pm$ std" in tex
+
+
+def test_report_keeps_corrupted_jobs_out_of_clean_tables():
+    df = read_results(RAW / "robustness_digits.csv")
+    text = markdown_report(df)
+    assert "## AUROC" not in text  # no clean jobs in this file: no performance table
+    assert "## Robustness: mean AUROC" in text and "Kendall" in text
+
+
+def test_figures_render(tmp_path):
+    run_module(
+        str(ROOT / "scripts" / "make_figures.py"),
+        str(RAW / "robustness_digits.csv"),
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    for name in ("digits_robustness_auroc", "digits_robustness_fpr"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+        assert (tmp_path / f"{name}.pdf").is_file()
+
+
+def tiny_overrides(experiment: str) -> list[str]:
+    """One job of an experiment: the first value of each swept parameter."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    out = []
+    for key, values in cfg.hydra.sweeper.params.items():
+        first = str(values).split(",")[0]
+        if first.startswith("glob("):
+            first = sorted(p.stem for p in (CONF / key).glob("*.yaml"))[0]
+        out.append(f"{key}={first}")
+    return out
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_in_tiny_mode(experiment, tmp_path):
+    over = tiny_overrides(experiment)
+    assert over, f"{experiment} sweeps nothing"
+    run_module(
+        "-m",
+        "ood_bench.run",
+        f"experiment={experiment}",
+        *over,
+        FAST_TRAIN,
+        "ood_sets=[uniform_noise]",
+        f"cache_dir={tmp_path / 'c'}",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        cwd=tmp_path,
+    )
+    df = read_results(tmp_path / "r" / "metrics.csv")
+    assert (df["status"] == "ok").all()
