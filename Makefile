@@ -7,7 +7,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DETECTORS ?= pood_msp,pood_energy,pood_maxlogit,pood_entropy,pood_mahalanobis,pood_knn
 DEMO_DIR ?= outputs/demo
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint paper clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 2; }
@@ -26,6 +26,21 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest
+
+# every table and figure of the paper from sweeps this machine can run (real-data sweeps only
+# when OOD_BENCH_DATA holds MNIST and FashionMNIST)
+paper: venv
+	$(PY) -m ood_bench.run -m experiment=digits_all
+	$(PY) -m ood_bench.run -m experiment=robustness_digits hydra/launcher=local_parallel
+	$(PY) scripts/collect.py outputs/digits_all --out results/raw/digits_all.csv
+	$(PY) scripts/collect.py outputs/robustness_digits --out results/raw/robustness_digits.csv
+	if [ -d "$$OOD_BENCH_DATA/MNIST" ] && [ -d "$$OOD_BENCH_DATA/FashionMNIST" ]; then \
+	  $(PY) -m ood_bench.run -m experiment=mnist_fashion && \
+	  $(PY) scripts/collect.py outputs/mnist_fashion --out results/raw/mnist_fashion.csv; \
+	else echo "OOD_BENCH_DATA lacks MNIST/FashionMNIST: skipping the mnist_fashion sweep"; fi
+	$(PY) scripts/make_tables.py results/raw --out results/tables --quiet
+	$(PY) scripts/make_figures.py results/raw --out results/figures \
+	  --roc digits:stat_maha_cauchy,stat_masf,pood_mahalanobis,pood_msp
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -75,6 +75,8 @@ METRICS: dict[str, str] = {
     "extract_s": "seconds spent in forward passes + pooling by this job (0 when all cached)",
     "forward_samples": "images pushed through the network by this job",
     "cache_hits": "feature sets read from the cache by this job",
+    "detector_forward_samples": "images a model-level detector pushed through the network itself "
+    "(fit and scoring; 0 for feature detectors)",
     "forward_ms_per_sample": "backbone forward time per image when the features were extracted",
     "fit_s": "detector fit time, seconds",
     "score_ms_per_sample": "detector score time per sample (ID test + OOD), milliseconds",

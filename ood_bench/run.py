@@ -146,6 +146,7 @@ def evaluate(cfg: DictConfig, job: dict[str, Any]) -> list[dict[str, Any]]:
     runtime = {
         "extract_s": extractor.extract_s,
         "forward_samples": extractor.forward_samples,
+        "detector_forward_samples": float(getattr(detector, "forward_samples", 0)),
         "cache_hits": extractor.cache_hits,
         "forward_ms_per_sample": float(test_f.meta.get("forward_ms_per_sample", np.nan)),
         "fit_s": fit_s,
@@ -175,7 +176,7 @@ def pvalue_rows(detector, job: dict[str, Any], test_f, ood_f, bench) -> list[dic
 
 def summary(df: pd.DataFrame) -> str:
     """The job's metrics per OOD set as a small Markdown table for the log."""
-    per_set = df[df["ood_dataset"] != ""]
+    per_set = df[(df["ood_dataset"] != "") & (df["ood_group"] != "validation")]
     table = per_set.pivot_table(
         index=["ood_group", "ood_dataset"], columns="metric", values="value"
     )

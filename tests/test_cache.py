@@ -208,9 +208,7 @@ def test_corrupt_cache_file_is_rebuilt_with_a_warning(extractor, caplog):
     path.write_bytes(b"\x00garbage, not a torch file\xff" * 10)
     with caplog.at_level(logging.WARNING, logger="ood_bench.features"):
         f2 = extractor(data)
-    assert any(
-        r.levelno == logging.WARNING and "corrupt" in r.getMessage() for r in caplog.records
-    )
+    assert any(r.levelno == logging.WARNING and "corrupt" in r.getMessage() for r in caplog.records)
     assert (extractor.cache_misses, extractor.cache_hits) == (2, 0)
     assert extractor.forward_samples == 48  # extracted again
     assert torch.equal(f1.logits, f2.logits)

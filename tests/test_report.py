@@ -3,6 +3,10 @@ figures render; every experiment overlay composes and runs one tiny job."""
 
 from __future__ import annotations
 
+import os
+from fnmatch import fnmatch
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -12,6 +16,7 @@ from ood_bench.results import read_results
 from tests.conftest import CONF, FAST_TRAIN, ROOT, run_module
 
 RAW = ROOT / "results" / "raw"
+DATA = Path(os.environ.get("OOD_BENCH_DATA", ROOT.parent / "shared" / "data"))
 TABLES = ROOT / "results" / "tables"
 
 
@@ -69,9 +74,16 @@ def tiny_overrides(experiment: str) -> list[str]:
         cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     out = []
     for key, values in cfg.hydra.sweeper.params.items():
-        first = str(values).split(",")[0]
-        if first.startswith("glob("):
-            first = sorted(p.stem for p in (CONF / key).glob("*.yaml"))[0]
+        text = str(values)
+        if text.startswith("glob("):  # glob(include[,exclude=pattern]): first matching option
+            inner = text[5 : text.index(")")].split(",")
+            exclude = [x.removeprefix("exclude=") for x in inner[1:] if x.startswith("exclude=")]
+            names = sorted(p.stem for p in (CONF / key).glob("*.yaml"))
+            first = next(
+                n for n in names if fnmatch(n, inner[0]) and not any(fnmatch(n, e) for e in exclude)
+            )
+        else:
+            first = text.split(",")[0]
         out.append(f"{key}={first}")
     return out
 
@@ -83,12 +95,26 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 def test_every_experiment_runs_in_tiny_mode(experiment, tmp_path):
     over = tiny_overrides(experiment)
     assert over, f"{experiment} sweeps nothing"
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("config", overrides=[f"experiment={experiment}"])
+    if cfg.benchmark._target_.endswith("build_image_benchmark"):
+        if not (DATA / "MNIST").is_dir():
+            pytest.skip(f"{experiment} needs on-disk data: set OOD_BENCH_DATA")
+        # tiny: train on 10 % of the ID training set, cap every evaluated set
+        over += [
+            f"data_root={DATA}",
+            "benchmark.calib_fraction=0.9",
+            "benchmark.fit_max=2000",
+            "benchmark.test_max=1000",
+            "benchmark.ood_max=500",
+        ]
+    else:
+        over.append(FAST_TRAIN)
     run_module(
         "-m",
         "ood_bench.run",
         f"experiment={experiment}",
         *over,
-        FAST_TRAIN,
         "ood_sets=[uniform_noise]",
         f"cache_dir={tmp_path / 'c'}",
         f"hydra.run.dir={tmp_path / 'r'}",
