@@ -7,7 +7,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DETECTORS ?= pood_msp,pood_energy,pood_maxlogit,pood_entropy,pood_mahalanobis,pood_knn
 DEMO_DIR ?= outputs/demo
 
-.PHONY: venv demo test lint paper clean
+.PHONY: venv demo test test-slow lint paper clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 2; }
@@ -26,6 +26,10 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest
+
+# the slow tests (kill-and-resume of a sweep, submitit's local executor): run by CI after `test`
+test-slow: venv
+	$(PY) -m pytest -m slow
 
 # every table and figure of the paper from sweeps this machine can run (real-data sweeps only
 # when OOD_BENCH_DATA holds MNIST and FashionMNIST)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from ood_bench.results import read_results
 from tests.conftest import FAST_TRAIN, ROOT, run_module
@@ -62,6 +63,7 @@ def test_shared_results_dir_serves_other_sweeps(tmp_path):
     assert (tmp_path / "a" / "resolved_config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_with_no_duplicates(tmp_path):
     sweep = tmp_path / "s"
     args = [
@@ -121,6 +123,7 @@ def test_joblib_workers_share_one_cache_entry(tmp_path):
     assert len(shas) == 1
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_a_sweep(tmp_path):
     run_module(
         "-m",
