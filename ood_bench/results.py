@@ -185,3 +185,29 @@ def collect(sweep_dir: str | Path, pattern: str = "metrics.csv") -> pd.DataFrame
     df = read_results(*files)
     newest = df.groupby("config_hash")["run_id"].transform("max")
     return df[df["run_id"] == newest].reset_index(drop=True)
+
+
+# novelty detection (ood_bench.run_novelty): scenario in ood_dataset, ood_group = novelty
+NOVELTY_METRICS: dict[str, str] = {
+    "n_trials": "repeated trials of a novelty scenario (each redraws calibration and test data)",
+    "novelty_decision_acc": "fraction of a scenario's trials with the right new-class decision",
+    "novelty_miss": "fraction of trials with a new class in which none was declared",
+    "novelty_false_alarm": "fraction of a control's trials (no new class) declaring a new class",
+    "n_new_est": "estimated number of new classes (clusters declared new), mean over trials",
+    "n_new_true": "true number of new classes in a trial's batch, mean over trials",
+    "n_new_exact": "fraction of trials whose estimated number of new classes is the true one",
+    "n_rejected": "samples rejected (conformal p <= alpha) per trial, mean",
+    "true_outliers": "rejected samples that are not ID per trial, mean",
+    "true_outliers_lb": "(1 - level) lower confidence bound on the true outliers among the "
+    "rejections (Beta-binomial count), mean over trials",
+    "outlier_bound_coverage": "fraction of trials in which true_outliers_lb <= true_outliers",
+    "cluster_acc": "clustering accuracy of the rejected new-class samples, Hungarian matching "
+    "(unclustered = wrong), mean over trials",
+    "nmi": "normalised mutual information, found clusters vs true new classes, mean over trials",
+    "ari": "adjusted Rand index, found clusters vs true new classes, mean over trials",
+    "stream_false_alarm": "fraction of stream trials alarming before the new class appears",
+    "stream_detect_rate": "fraction of stream trials alarming after the new class appears",
+    "stream_delay": "new-class samples seen before the alarm, mean over detecting trials",
+    "stream_delay_median": "new-class samples seen before the alarm, median over detecting trials",
+}
+METRICS.update(NOVELTY_METRICS)

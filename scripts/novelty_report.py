@@ -1,0 +1,273 @@
+#!/usr/bin/env python
+"""Tables and figures of novelty-detection results (``python -m ood_bench.run_novelty``).
+
+    python scripts/novelty_report.py outputs/novelty/<run> --out results/novelty
+    python scripts/novelty_report.py results/raw/novelty.csv --samples outputs/novelty --out DIR
+
+RESULTS: job folders (or sweep folders) holding ``metrics.csv`` files, or collected CSVs. Writes
+to OUT:
+
+- ``novelty.md``: per benchmark / backbone / detector+method and scenario, mean ± std over seeds
+  of the decision accuracy, the false-alarm rate of the controls with its exact (Clopper-Pearson)
+  95 % upper bound over all trials, misses, estimated vs true number of new classes, ACC / NMI /
+  ARI, and the stream's detection rate, false alarms and delay;
+- ``novelty_<benchmark>_<detector>_<scenario>.png`` / ``.pdf``: a 2-D projection (PCA, or
+  t-SNE with ``--projection tsne``) of the rejected samples of one saved trial, coloured by found
+  cluster (left) and by true class (right), the held-out ID reference in light grey; read from
+  the ``novelty_samples.csv.gz`` files under RESULTS (or ``--samples``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from ood_bench.io import atomic_write, atomic_write_text  # noqa: E402
+from ood_bench.report import fmt_mean_std, ok_rows  # noqa: E402
+from ood_bench.results import read_results  # noqa: E402
+
+log = logging.getLogger("novelty_report")
+GROUP = "novelty"
+SAMPLES = "novelty_samples.csv.gz"
+KEYS = ["benchmark", "backbone", "detector"]
+
+
+def clopper_pearson_upper(k: int, n: int, conf: float = 0.95) -> float:
+    """Exact one-sided upper confidence bound of a binomial proportion k/n."""
+    if n == 0:
+        return float("nan")
+    return 1.0 if k >= n else float(stats.beta.ppf(conf, k + 1, n - k))
+
+
+def _cell(vals: pd.Series, scale: float = 1.0, digits: int = 2) -> str:
+    if vals.empty:
+        return "–"
+    std = vals.std(ddof=1) if len(vals) > 1 else np.nan
+    return fmt_mean_std(vals.mean(), std, scale, digits)
+
+
+def novelty_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (benchmark / backbone / detector, scenario): means ± std over seeds."""
+    d = ok_rows(df)
+    d = d[d["ood_group"] == GROUP]
+    if d.empty:
+        return pd.DataFrame()
+    wide = d.pivot_table(
+        index=KEYS + ["ood_dataset", "seed"], columns="metric", values="value", aggfunc="first"
+    )
+    rows = []
+    for (bench, bb, det, scen), g in wide.groupby(level=[0, 1, 2, 3]):
+
+        def col(m: str, g: pd.DataFrame = g) -> pd.Series:
+            return g[m].dropna() if m in g else pd.Series(dtype=float)
+
+        n_trials = col("n_trials")
+        row = {
+            "benchmark / backbone / detector": f"{bench} / {bb} / {det}",
+            "scenario": scen,
+            "seeds": len(g),
+            "trials": int(n_trials.sum()) if not n_trials.empty else 0,
+            "decision acc (%)": _cell(col("novelty_decision_acc"), 100, 1),
+        }
+        fa = col("novelty_false_alarm")
+        if fa.empty:
+            fa = col("stream_false_alarm")
+        if not fa.empty:
+            k = int(round(float((fa * n_trials.loc[fa.index]).sum())))
+            n = int(n_trials.loc[fa.index].sum())
+            row["false alarms"] = f"{k}/{n} (≤ {100 * clopper_pearson_upper(k, n):.1f} %)"
+        else:
+            row["false alarms"] = "–"
+        row["miss (%)"] = _cell(col("novelty_miss"), 100, 1)
+        est, true = col("n_new_est"), col("n_new_true")
+        row["new classes: est / true"] = (
+            f"{_cell(est)} / {true.mean():g}" if not est.empty and not true.empty else "–"
+        )
+        row["exact count (%)"] = _cell(col("n_new_exact"), 100, 0)
+        for m, label in (("cluster_acc", "ACC (%)"), ("nmi", "NMI (%)"), ("ari", "ARI (%)")):
+            row[label] = _cell(col(m), 100, 1)
+        row["bound coverage (%)"] = _cell(col("outlier_bound_coverage"), 100, 1)
+        row["stream detected (%)"] = _cell(col("stream_detect_rate"), 100, 1)
+        row["stream delay (new samples)"] = _cell(col("stream_delay"), 1, 1)
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index(["benchmark / backbone / detector", "scenario"])
+    return table.loc[:, (table != "–").any(axis=0)]
+
+
+def markdown(df: pd.DataFrame) -> str:
+    table = novelty_table(df)
+    parts = ["# Novelty detection: new classes among the rejected samples", ""]
+    if table.empty:
+        return "\n".join(parts + ["(no novelty rows in these results)", ""])
+    parts += [
+        "Means ± std over seeds of per-job rates over repeated trials. `false alarms`: trials "
+        "declaring a new class in a control (or, for the stream, alarms before the change) out "
+        "of all trials, with the exact 95 % upper confidence bound (Clopper-Pearson). "
+        "`bound coverage`: trials in which the lower confidence bound on the true outliers "
+        "among the rejections held.",
+        "",
+        table.reset_index().to_markdown(index=False),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+# figures ------------------------------------------------------------------------------------
+def save_fig(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    paths = []
+    for ext in ("png", "pdf"):
+        meta = {"CreationDate": None} if ext == "pdf" else {}
+        paths.append(
+            atomic_write(
+                out / f"{name}.{ext}",
+                lambda p, e=ext, m=meta: fig.savefig(
+                    p, format=e, dpi=150, bbox_inches="tight", metadata=m
+                ),
+            )
+        )
+    plt.close(fig)
+    return paths
+
+
+def project_2d(x: np.ndarray, fit_on: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    """2-D coordinates: a PCA fitted on the rows ``fit_on`` (the rejected samples), or t-SNE."""
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30, max(5, (len(x) - 1) // 3)))
+        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    from sklearn.decomposition import PCA
+
+    return PCA(2, random_state=seed).fit(x[fit_on]).transform(x)
+
+
+def cluster_colours(clusters: np.ndarray, truth: np.ndarray, classes: list) -> dict[int, int]:
+    """Colour index per found cluster: the colour of the true class it is matched to
+    (Hungarian on the contingency table), other clusters get colours after the classes'."""
+    from scipy.optimize import linear_sum_assignment
+
+    found = sorted(set(clusters[clusters >= 0].tolist()))
+    out: dict[int, int] = {}
+    if found and classes:
+        cont = np.array([[np.sum((clusters == k) & (truth == c)) for c in classes] for k in found])
+        for r, c in zip(*linear_sum_assignment(-cont), strict=True):
+            if cont[r, c] > 0:
+                out[found[r]] = c
+    spare = iter(range(len(classes), 10_000))
+    return {k: out[k] if k in out else next(spare) for k in found}
+
+
+def projection_figure(d: pd.DataFrame, title: str, method: str = "pca") -> plt.Figure:
+    """Rejected samples of one trial in 2-D: by found cluster and by true class."""
+    d = d.dropna(axis=1, how="all")
+    ecols = [c for c in d.columns if c.startswith("e") and c[1:].isdigit()]
+    ref = (d["kind"] == "id_reference").to_numpy()
+    rej = ~ref
+    xy = project_2d(d[ecols].to_numpy(dtype=float), rej, method)
+    xr = xy[rej]
+    kinds = d.loc[rej, "kind"].to_numpy()
+    truth = np.where(kinds == "new", d.loc[rej, "true_class"].to_numpy(), -1)
+    clusters = d.loc[rej, "cluster"].to_numpy()
+    is_new = d.loc[rej, "cluster_is_new"].astype(str).str.lower().eq("true").to_numpy()
+    classes = sorted(set(truth[kinds == "new"].tolist()))
+    colours = cluster_colours(clusters, truth, classes)
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharex=True, sharey=True)
+    for ax in axes:
+        ax.scatter(xy[ref, 0], xy[ref, 1], s=6, c="0.85", label="ID reference", zorder=1)
+    ax = axes[0]  # found clusters
+    none = clusters < 0
+    ax.scatter(xr[none, 0], xr[none, 1], s=10, marker="x", c="0.5", label="unclustered", zorder=2)
+    for k, colour in colours.items():
+        m = clusters == k
+        new = bool(is_new[m].any())
+        ax.scatter(
+            xr[m, 0],
+            xr[m, 1],
+            s=14,
+            color=cmap(colour % 10),
+            marker="o" if new else "^",
+            label=f"cluster {k}" + (" (new class)" if new else " (not a class)"),
+            zorder=3,
+        )
+    ax.set_title("found clusters (● declared new class, ▲ not)")
+    ax = axes[1]  # truth
+    m = kinds == "id"
+    ax.scatter(xr[m, 0], xr[m, 1], s=14, c="k", marker="s", label="ID (false alarm)", zorder=3)
+    m = kinds == "nuisance"
+    ax.scatter(xr[m, 0], xr[m, 1], s=14, c="tab:gray", marker="D", label="nuisance", zorder=3)
+    for i, c in enumerate(classes):
+        m = (kinds == "new") & (truth == c)
+        label = f"new class {c}" if c < 1000 else f"new set {c - 1000}"
+        ax.scatter(xr[m, 0], xr[m, 1], s=14, color=cmap(i % 10), label=label, zorder=3)
+    ax.set_title("true class")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="best", markerscale=1.2)
+        ax.set_xlabel(f"{method.upper()} 1")
+    axes[0].set_ylabel(f"{method.upper()} 2")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def sample_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(p.rglob(SAMPLES))
+        elif p.name.endswith(SAMPLES):
+            files.append(p)
+    return files
+
+
+def figures(files: list[Path], out: Path, method: str) -> list[Path]:
+    """One figure per (benchmark, detector, batch scenario): its first saved trial, first seed."""
+    if not files:
+        return []
+    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    written = []
+    for (bench, det, scen), g in df.groupby(["benchmark", "detector", "scenario"]):
+        first = g.sort_values(["seed", "run_id", "trial"]).iloc[0]
+        one = g[(g["run_id"] == first["run_id"]) & (g["trial"] == first["trial"])]
+        if (one["kind"] != "id_reference").sum() < 3:
+            continue
+        fig = projection_figure(
+            one, f"{bench} / {det} / {scen} (seed {first['seed']}, trial {first['trial']})", method
+        )
+        written += save_fig(fig, out, f"novelty_{bench}_{det}_{scen}".replace("+", "_"))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("results", nargs="+", type=Path, help="job/sweep folders or collected CSVs")
+    p.add_argument("--out", type=Path, required=True, help="folder for the table and figures")
+    p.add_argument(
+        "--samples", nargs="*", type=Path, default=None, help=f"{SAMPLES} files or folders"
+    )
+    p.add_argument("--projection", choices=("pca", "tsne"), default="pca")
+    p.add_argument("--quiet", action="store_true", help="do not print the table")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    df = read_results(*args.results)
+    text = markdown(df)
+    path = atomic_write_text(args.out / "novelty.md", text + "\n")
+    log.info("wrote %s", path)
+    if not args.quiet:
+        print(text)
+    for f in figures(sample_files(args.samples or args.results), args.out, args.projection):
+        log.info("wrote %s", f)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
