@@ -122,3 +122,26 @@ def test_every_experiment_runs_in_tiny_mode(experiment, tmp_path):
     )
     df = read_results(tmp_path / "r" / "metrics.csv")
     assert (df["status"] == "ok").all()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_sweep_parses(experiment):
+    """Hydra's sweep syntax (lists, ranges, glob) of every overlay parses: a mix of glob() and a
+    list in one value, say, fails only when the sweep starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    parser = OverridesParser.create()
+    for key, values in cfg.hydra.sweeper.params.items():
+        (override,) = parser.parse_overrides([f"{key}={values}"])
+        assert override.is_sweep_override(), f"{experiment}: {key}={values} sweeps nothing"
+        text = str(values)
+        if (CONF / key).is_dir():  # a config group: a glob(...) alone, or existing options
+            if text.startswith("glob("):
+                assert text.endswith(")") and ")," not in text, (
+                    f"{experiment}: {key}: glob() cannot be mixed with a list"
+                )
+            else:
+                missing = [o for o in text.split(",") if not (CONF / key / f"{o}.yaml").is_file()]
+                assert not missing, f"{experiment}: {key} has no options {missing}"
