@@ -814,8 +814,9 @@ class Scenario:
     ``kind``: ``batch`` (one decision per trial) or ``stream`` (checks every ``check_every``
     samples, the new class appearing after ``change_at`` ID samples). ``new_sets``: OOD sets
     holding the new classes (``near`` = the benchmark's near sets; empty = a control).
-    ``nuisance_sets``: outliers that are not a class (noise). ``benchmark``: the benchmark the
-    scenario needs (``null``: any).
+    ``nuisance_sets``: outliers that are not a class (noise). ``n_id``: ID samples per batch or
+    stream (null: all the trial's ID test data). ``benchmark``: the benchmark the scenario
+    needs (``null``: any).
     """
 
     name: str
@@ -964,6 +965,8 @@ def run_stream_trial(
     before the change is <= level (union bound).
     """
     cal, ids = _split_pool(rng, pool, n_calib)
+    if sc.n_id:  # the stream's ID samples (the rest of the pool is not used)
+        ids = ids.take(np.arange(min(sc.n_id, len(ids))))
     if sc.change_at >= len(ids):
         raise ConfigError(f"scenario {sc.name}: change_at={sc.change_at} >= {len(ids)} ID samples")
     n_post_id = len(ids) - sc.change_at
