@@ -32,7 +32,7 @@ import logging
 import sys
 import types
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -258,16 +258,7 @@ def apply_corruption(bench: Benchmark, cfg: dict[str, Any] | CorruptionConfig) -
         splits["test"] = _corrupt_set(bench.splits["test"], c, norm)
     ood = [_corrupt_set(s, c, norm) if c.target in ("ood", "both") else s for s in bench.ood]
     log.info("corruption %s severity %d applied to %s", c.name, c.severity, c.target)
-    return Benchmark(
-        bench.name,
-        bench.id_name,
-        bench.classes,
-        bench.in_channels,
-        bench.image_size,
-        splits,
-        ood,
-        {**bench.info, "corruption": vars(c)},
-    )
+    return replace(bench, splits=splits, ood=ood, info={**bench.info, "corruption": vars(c)})
 
 
 def attack_ood(
@@ -307,13 +298,4 @@ def attack_ood(
     log.info(
         "attack %s (eps %.3f, %d steps) applied to %d OOD sets", cfg.name, cfg.eps, steps, len(out)
     )
-    return Benchmark(
-        bench.name,
-        bench.id_name,
-        bench.classes,
-        bench.in_channels,
-        bench.image_size,
-        bench.splits,
-        out,
-        {**bench.info, "corruption": vars(cfg)},
-    )
+    return replace(bench, ood=out, info={**bench.info, "corruption": vars(cfg)})

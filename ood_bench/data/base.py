@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -95,17 +95,7 @@ class Benchmark:
         """Keep only the named OOD sets (``None`` keeps all); unknown names are an error."""
         if names is None:
             return self
-        kept = [self.ood_set(n) for n in names]
-        return Benchmark(
-            self.name,
-            self.id_name,
-            self.classes,
-            self.in_channels,
-            self.image_size,
-            self.splits,
-            kept,
-            self.info,
-        )
+        return replace(self, ood=[self.ood_set(n) for n in names])
 
     def describe(self) -> str:
         parts = [f"{k}={len(v)}" for k, v in self.splits.items()]
