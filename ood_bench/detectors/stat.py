@@ -31,6 +31,7 @@ from ood_bench.errors import ConfigError
 from ood_bench.features import Features
 from ood_bench.stats import (
     COMBINERS,
+    TAILS,
     EmpiricalReference,
     calibration_conditional,
     combine_pvalues,
@@ -40,7 +41,6 @@ from ood_bench.stats import (
 log = logging.getLogger(__name__)
 
 STATISTICS = ("channel", "euclidean", "mahalanobis", "cosine", "knn")
-TAILS = ("right", "left", "two-sided")
 P_FLOOR = 1e-300  # keeps -log(p) finite
 MIN_CLASS_REF = 20  # fewer fit samples predicted as a class: that class uses the pooled reference
 
