@@ -60,8 +60,8 @@ INSTALL_HINT = f"""OpenOOD is not installed (it is not on PyPI). Install it, wit
   git -C /path/to/OpenOOD checkout {OPENOOD_COMMIT[:12]}
   pip install --no-deps -e /path/to/OpenOOD
   pip install faiss-cpu statsmodels
-  pip install Cython && pip wheel --no-build-isolation --no-deps libmr==0.1.9 -w /tmp/w \\
-      && pip install /tmp/w/libmr-0.1.9-*.whl
+  pip install Cython && pip wheel --no-build-isolation --no-deps libmr==0.1.9 -w .wheels \\
+      && pip install .wheels/libmr-0.1.9-*.whl
 (or pip install -e ".[openood]", then set OPENOOD_CONFIG_ROOT=/path/to/OpenOOD/configs: pip
 does not install OpenOOD's configs/). See the README, section "OpenOOD"."""
 
@@ -171,7 +171,7 @@ IMPORT_ONLY_STUBS = {
 RUNTIME_REQUIREMENTS = {
     "faiss": "pip install faiss-cpu (or faiss-gpu)",
     "libmr": "pip install Cython && pip wheel --no-build-isolation --no-deps libmr==0.1.9 -w "
-    "/tmp/w && pip install /tmp/w/libmr-0.1.9-*.whl",
+    ".wheels && pip install .wheels/libmr-0.1.9-*.whl",
     "statsmodels": "pip install statsmodels",
 }
 
