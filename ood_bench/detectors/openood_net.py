@@ -31,6 +31,9 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     return linears[-1]
 
 
+# WORKAROUND: OpenOOD's postprocessors call methods only its own networks have (return_feature,
+# return_feature_list, forward_threshold, get_fc, intermediate_forward): this wrapper derives
+# them from any backbone's hooked taps.
 class OpenOODNet(nn.Module):
     """A frozen classifier with OpenOOD's network methods.
 

@@ -166,6 +166,9 @@ def base_of(klass: type) -> str:
 # ----------------------------------------------------------------------------- model helpers
 
 
+# WORKAROUND: GradNorm and GradUncertainty (torch.func.functional_call) leave a dead functorch
+# tensor in place of a parameter registered under two module names; untying the aliases in the
+# detector's private copy avoids it.
 def untie_modules(net: nn.Module) -> list[str]:
     """Give every submodule one name: a second registration of the same module becomes a plain
     attribute (``forward`` still finds it), so ``named_parameters(remove_duplicate=False)``
@@ -268,6 +271,8 @@ class _TapEncoder:
         return self.split.maps(x).flatten(1)
 
 
+# WORKAROUND: Gram fits only from a loader and chains feature_layers itself; the taps of one
+# hooked pass are served in that order instead of running the network once per layer.
 class _TapChain:
     """Gram applies ``feature_layers`` one after the other and then ``head``: serve it the taps
     of one hooked forward pass in that order (the first layer runs the network)."""
@@ -339,7 +344,7 @@ def _grad_collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _float32(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().float()  # float64 crashes Mahalanobis (float32 statistics)
+    return x.detach().float()  # WORKAROUND: float64 crashes Mahalanobis (float32 statistics)
 
 
 # ----------------------------------------------------------------------------- the adapter
@@ -490,6 +495,9 @@ class PytorchOODDetector(Detector):
                     f"{self.name}: the bound model is corrupted: {bad} are no longer "
                     "nn.Parameter (a gradient detector ran on it before); reload it"
                 )
+            # WORKAROUND: predict() does not call eval(), Detector.to() moves every module it
+            # holds, and gradient detectors can corrupt parameters: each detector gets a
+            # private, frozen copy in eval mode, so the caller's model is never touched.
             net = copy.deepcopy(self.model)
             aliases = untie_modules(net)
             if aliases:
@@ -770,6 +778,8 @@ class PytorchOODDetector(Detector):
         if not getattr(impl, "requires_fit", False):
             return
         grad = self.cls_name in _GRAD_FIT or self.base == "GradientDetector"
+        # WORKAROUND: predict_*/fit_* build autograd graphs unless told not to: non-gradient
+        # methods run under no_grad (memory), gradient ones under enable_grad.
         with torch.enable_grad() if grad else torch.no_grad():
             if self.kind == "logits":
                 impl.fit_logits(self._inputs(fit), y)

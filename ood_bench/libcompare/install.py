@@ -1,0 +1,307 @@
+"""Installation figures: package index, resolver, declared dependencies, size, imports.
+
+pip is asked (``pip index versions``, ``pip install --dry-run --report``) rather than reimplementing
+resolution; import failures and times are measured in fresh interpreters so that nothing this
+process has imported counts.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from ood_bench.libcompare.libraries import REPO, Library
+from ood_bench.libcompare.measure import Measure, na
+
+A = "installation"
+TORCH_SPECS = ("torch", "torchvision")
+
+
+def _pip(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pip", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def _last_error(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.startswith("ERROR") or "Error" in ln]
+    return (lines[-1] if lines else text.strip().splitlines()[-1] if text.strip() else "")[:200]
+
+
+def on_index(lib: Library) -> Measure:
+    """Whether the configured package index (PyPI or its mirror) serves the distribution."""
+    method = f"pip index versions {lib.dist}"
+    try:
+        r = _pip("index", "versions", lib.dist, timeout=120)
+    except subprocess.TimeoutExpired:
+        return na(lib.key, A, "on the package index", method, "pip index timed out")
+    found = r.returncode == 0 and f"{lib.dist} (" in r.stdout
+    detail = r.stdout.splitlines()[0] if found else _last_error(r.stderr)
+    return Measure(lib.key, A, "on the package index", found, method, detail=detail)
+
+
+def install_spec(lib: Library) -> str | None:
+    """What ``pip install`` takes for this library here: the index release, or its checkout."""
+    if lib.key == "ood_bench":
+        return str(REPO)
+    if lib.source_dir() is not None:
+        return str(lib.source_dir())
+    version = lib.version()
+    return f"{lib.dist}=={version}" if version else None
+
+
+def resolve(spec: str) -> tuple[set[str] | None, str]:
+    """The distributions ``pip install spec`` would install into an empty environment (names
+    canonicalised, the spec's own included), or None and pip's error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        args = ["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
+        try:
+            r = _pip(*args, *spec.split())
+        except subprocess.TimeoutExpired:
+            return None, "pip's resolver timed out (300 s)"
+        if r.returncode != 0 or not report.is_file():
+            return None, _last_error(r.stderr)
+        items = json.loads(report.read_text())["install"]
+    return {canonicalize_name(i["metadata"]["name"]) for i in items}, ""
+
+
+def resolved_measures(lib: Library, torch_closure: set[str] | None) -> list[Measure]:
+    """Packages pulled in: all of them, and those beyond torch + torchvision."""
+    spec = install_spec(lib)
+    method = "pip install --dry-run --ignore-installed --report (into an empty environment)"
+    if spec is None:
+        why = f"{lib.dist} is not installed here, so there is no release or checkout to resolve"
+        return [na(lib.key, A, "packages pulled in", method, why)]
+    names, error = resolve(spec)
+    if names is None:
+        return [
+            Measure(lib.key, A, "resolves with pip", False, method, detail=error),
+            na(lib.key, A, "packages pulled in", method, f"pip cannot resolve it: {error}"),
+        ]
+    own = canonicalize_name(lib.dist)
+    deps = names - {own}
+    out = [
+        Measure(lib.key, A, "resolves with pip", True, method, detail=spec),
+        Measure(
+            lib.key, A, "packages pulled in", len(deps), method, detail=", ".join(sorted(deps))
+        ),
+    ]
+    if torch_closure is None:
+        out.append(na(lib.key, A, "packages beyond torch", method, "torch did not resolve"))
+    else:
+        extra = deps - torch_closure
+        out.append(
+            Measure(
+                lib.key,
+                A,
+                "packages beyond torch",
+                len(extra),
+                method + ", minus what torch + torchvision pull in",
+                detail=", ".join(sorted(extra)),
+            )
+        )
+    return out
+
+
+def torch_closure() -> set[str] | None:
+    specs = " ".join(f"{n}=={md.version(n)}" for n in TORCH_SPECS)
+    names, _ = resolve(specs)
+    return names
+
+
+def declared_requirements(lib: Library) -> list[Requirement] | None:
+    """The distribution's unconditional requirements (no extras), None when not installed."""
+    try:
+        reqs = md.requires(lib.dist) or []
+    except md.PackageNotFoundError:
+        return None
+    out = []
+    for text in reqs:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            out.append(req)
+    return out
+
+
+def dependency_measures(lib: Library) -> list[Measure]:
+    """Declared direct dependencies, and those not installed or at a version outside the spec."""
+    reqs = declared_requirements(lib)
+    method = "importlib.metadata.requires (extras excluded)"
+    if reqs is None:
+        why = f"{lib.dist} is not installed here"
+        return [
+            na(lib.key, A, "direct dependencies", method, why),
+            na(lib.key, A, "declared dependencies unmet here", method, why),
+        ]
+    unmet = []
+    for req in reqs:
+        try:
+            version = md.version(req.name)
+        except md.PackageNotFoundError:
+            unmet.append(f"{req} (not installed)")
+            continue
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            unmet.append(f"{req} (have {version})")
+    names = ", ".join(sorted(str(r) for r in reqs))
+    return [
+        Measure(lib.key, A, "direct dependencies", len(reqs), method, detail=names),
+        Measure(
+            lib.key,
+            A,
+            "declared dependencies unmet here",
+            len(unmet),
+            method + " vs the installed versions",
+            detail="; ".join(unmet),
+        ),
+    ]
+
+
+def package_size(lib: Library) -> Measure:
+    """Size on disk of the package directory (code and data, no __pycache__)."""
+    method = "bytes of the installed package directory, __pycache__ excluded"
+    d = lib.package_dir()
+    if d is None:
+        return na(lib.key, A, "package size", method, f"{lib.package} is not importable", "MiB")
+    size = sum(
+        p.stat().st_size for p in d.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
+    return Measure(lib.key, A, "package size", size / 2**20, method, "MiB")
+
+
+# Runs in a fresh interpreter: import argv[1]; while it fails, find the third-party module the
+# error comes from, serve an empty stub for it and retry. Prints the failures as JSON.
+_PROBE = r"""
+import importlib, importlib.abc, importlib.util, json, sys, time, traceback, types
+target, pkg = sys.argv[1], sys.argv[1].split(".")[0]
+pre = [m for m in sys.argv[2].split(",") if m]
+
+class Stubs(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    tops = set()
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in self.tops:
+            return importlib.util.spec_from_loader(name, self, is_package=True)
+    def create_module(self, spec):
+        m = types.ModuleType(spec.name); m.__path__ = []
+        m.__getattr__ = lambda a: (_ for _ in ()).throw(AttributeError(a)) if a.startswith("__") \
+            else type(a, (), {})
+        return m
+    def exec_module(self, m):
+        pass
+
+stubs = Stubs(); sys.meta_path.insert(0, stubs); stubs.tops.update(pre)
+
+def culprit(e):
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        return e.name.split(".")[0]
+    for fr in reversed(traceback.extract_tb(e.__traceback__)):
+        parts = fr.filename.replace("\\", "/").split("/site-packages/")
+        if len(parts) == 2:
+            top = parts[1].split("/")[0].removesuffix(".py")
+            if top != pkg:
+                return top
+    return None
+
+failures, ok, seconds = [], False, None
+for _ in range(20):
+    t0 = time.perf_counter()
+    try:
+        importlib.import_module(target)
+        ok, seconds = True, time.perf_counter() - t0
+        break
+    except Exception as e:
+        top = culprit(e)
+        failures.append({"module": top, "error": f"{type(e).__name__}: {e}"[:300]})
+        if top is None or top in stubs.tops:
+            break
+        stubs.tops.add(top)
+        for m in [m for m in sys.modules if m.split(".")[0] in (pkg, top)]:
+            del sys.modules[m]
+print(json.dumps({"ok": ok, "failures": failures, "seconds": seconds}))
+"""
+
+
+def probe_import(module: str, stubs: tuple[str, ...] = ()) -> dict:
+    """Import ``module`` in a fresh interpreter (with ``stubs`` served empty from the start)."""
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE, module, ",".join(stubs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tempfile.gettempdir(),  # not the repo: import what is installed
+    )
+    if r.returncode != 0 or not r.stdout.strip():
+        return {"ok": False, "failures": [{"module": None, "error": _last_error(r.stderr)}]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def import_measures(lib: Library, runs: int = 5) -> list[Measure]:
+    """Modules that fail to import (and why), and the median import time in fresh processes."""
+    mod = lib.api_module
+    method_f = f"import {mod} in a fresh interpreter; each failing third-party module is stubbed"
+    if lib.package_dir() is None:
+        why = f"{lib.package} is not installed here"
+        return [
+            na(lib.key, A, "import failures", method_f, why),
+            na(lib.key, A, "import time", "median over fresh interpreters", why, "s"),
+        ]
+    first = probe_import(mod)
+    failures = first["failures"]
+    stubbed = tuple(f["module"] for f in failures if f["module"])
+    detail = "; ".join(f"{f['module']}: {f['error']}" for f in failures)
+    out = [Measure(lib.key, A, "import failures", len(failures), method_f, detail=detail)]
+    method_t = (
+        f"median of {runs} fresh interpreters, time of `import {mod}`"
+        + (f" with {', '.join(stubbed)} stubbed" if stubbed else "")
+        + " (torch included)"
+    )
+    times = [probe_import(mod, stubbed).get("seconds") for _ in range(runs)]
+    valid = [t for t in times if t is not None]
+    if not valid:
+        out.append(na(lib.key, A, "import time", method_t, "the import fails even with stubs", "s"))
+    else:
+        out.append(Measure(lib.key, A, "import time", statistics.median(valid), method_t, "s"))
+    return out
+
+
+def torch_import_time(runs: int = 5) -> float | None:
+    """Median time of ``import torch`` alone, the baseline every library pays."""
+    times = [probe_import("torch").get("seconds") for _ in range(runs)]
+    valid = [t for t in times if t is not None]
+    return statistics.median(valid) if valid else None
+
+
+def measure(lib: Library, closure: set[str] | None, runs: int, resolve_deps: bool) -> list[Measure]:
+    """Every installation figure of one library."""
+    out = (
+        [on_index(lib)]
+        if resolve_deps
+        else [
+            na(lib.key, A, "on the package index", "pip index versions", "not queried (--offline)")
+        ]
+    )
+    if resolve_deps:
+        out += resolved_measures(lib, closure)
+    else:
+        out.append(na(lib.key, A, "packages pulled in", "pip --dry-run", "not run (--offline)"))
+    out += dependency_measures(lib)
+    out.append(package_size(lib))
+    out += import_measures(lib, runs)
+    return out
