@@ -147,7 +147,7 @@ def test_findings_state_figures_and_survive_na():
     assert table.loc["example: time (s)", "ood-bench"] == "0.25"
 
 
-# --- ood_bench.api: what the ood-bench example runs ----------------------------------------------
+# --- ood_bench.api: what the ood-bench example runs -----------------------------------------
 
 
 def test_api_extract_matches_the_cached_pipeline(digits_bench, digits_backbone, digits_features):
@@ -179,7 +179,7 @@ def test_api_extract_caches_by_content(digits_bench, digits_backbone, tmp_path):
     assert len(list((tmp_path / "features").glob("*.pt"))) == 2 and len(other) != len(first)
 
 
-# --- the script, end to end ------------------------------------------------------------------------
+# --- the script, end to end ----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
