@@ -122,9 +122,7 @@ def test_model_interface_reads_calls_on_the_network(tmp_path):
 def test_workarounds_are_read_from_the_adapters():
     for key in ("pytorch-ood", "openood"):
         lib = LIBRARIES[key]
-        marks = sum(
-            len(re.findall(r"WORKAROUND:", (REPO / f).read_text())) for f in lib.adapter
-        )
+        marks = sum(len(re.findall(r"WORKAROUND:", (REPO / f).read_text())) for f in lib.adapter)
         found = integration.workarounds(lib)
         assert len(found) == marks > 0
         assert all(len(w) > 20 for w in found)  # each says why, not just the marker
