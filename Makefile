@@ -42,9 +42,16 @@ paper: venv
 	  $(PY) -m ood_bench.run -m experiment=mnist_fashion && \
 	  $(PY) scripts/collect.py outputs/mnist_fashion --out results/raw/mnist_fashion.csv; \
 	else echo "OOD_BENCH_DATA lacks MNIST/FashionMNIST: skipping the mnist_fashion sweep"; fi
+	if $(PY) -c "import openood" 2>/dev/null; then \
+	  $(PY) -m ood_bench.run -m experiment=openood_seeds && \
+	  $(PY) -m ood_bench.run -m experiment=robustness_openood hydra/launcher=local_parallel && \
+	  $(PY) scripts/collect.py outputs/openood_seeds --out results/raw/openood_seeds.csv && \
+	  $(PY) scripts/collect.py outputs/robustness_openood --out results/raw/robustness_openood.csv; \
+	else echo "OpenOOD is not installed: skipping its sweeps (README, section OpenOOD)"; fi
 	$(PY) scripts/make_tables.py results/raw --out results/tables --quiet
 	$(PY) scripts/make_figures.py results/raw --out results/figures \
 	  --roc digits:stat_maha_cauchy,stat_masf,pood_mahalanobis,pood_msp
+	$(PY) scripts/compare_libraries.py results/raw --out results/libraries --run-tests --quiet
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

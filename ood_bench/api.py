@@ -40,17 +40,19 @@ def detector_options() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "detector").glob("*.yaml"))
 
 
-def detector(name: str, **params: Any) -> Detector:
+def detector(name: str, seed: int = 0, batch_size: int = 256, **params: Any) -> Detector:
     """The detector of option ``name`` (``conf/detector/<name>.yaml``), keys overridden by
-    ``params`` (e.g. ``detector("pood_knn", params={"k": 10})``)."""
+    ``params`` (e.g. ``detector("pood_knn", params={"k": 10})``); ``seed`` and ``batch_size``
+    fill the options that read the run's ``${seed}`` / ``${batch_size}``."""
     path = CONF_DIR / "detector" / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(
             f"unknown detector {name!r}. Fix: use one of conf/detector/: "
             f"{', '.join(detector_options())}"
         )
-    cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.create(params))
-    return build(cfg, "detector")
+    root = OmegaConf.create({"seed": seed, "batch_size": batch_size})
+    root.detector = OmegaConf.merge(OmegaConf.load(path), OmegaConf.create(params))
+    return build(root.detector, "detector")
 
 
 def wrap_model(
@@ -82,6 +84,7 @@ def wrap_model(
 
 
 def _image_set(data: DataLoader | Dataset, name: str, fingerprint: bool) -> ImageSet:
+    """The data as an :class:`ImageSet`; ``fingerprint`` hashes every sample into its spec."""
     dataset = data.dataset if isinstance(data, DataLoader) else data
     spec: dict[str, Any] = {"name": name, "n": len(dataset)}  # type: ignore[arg-type]
     if fingerprint:  # the cache key must change with the content: hash every sample

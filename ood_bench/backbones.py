@@ -35,6 +35,7 @@ class DigitsCNN(nn.Module):
     penultimate = "fc1"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
+        """``width``: channels of ``block1`` (``block2`` and ``block3`` have twice as many)."""
         super().__init__()
         w = width
         self.in_channels = in_channels
@@ -46,6 +47,7 @@ class DigitsCNN(nn.Module):
         self.head = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of N×C×H×W images (C must be ``in_channels``)."""
         _check_channels(x, self.in_channels, "DigitsCNN")
         x = self.block3(self.block2(self.block1(x)))
         return self.head(self.fc1(self.pool(x)))
@@ -72,6 +74,7 @@ class LeNet(nn.Module):
         self.head = nn.Linear(84, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of N×C×H×W images (C must be ``in_channels``)."""
         _check_channels(x, self.in_channels, "LeNet")
         return self.head(self.fc2(self.fc1(self.block2(self.block1(x)))))
 
@@ -85,10 +88,12 @@ class VGGSmall32(nn.Module):
     penultimate = "pool"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64):
+        """``width``: channels of ``block1`` (``block2``: 2×, ``block3``: 4×)."""
         super().__init__()
         self.in_channels = in_channels
 
         def block(cin: int, cout: int) -> nn.Sequential:
+            """Two 3×3 conv + batch-norm + ReLU layers, then 2×2 max-pooling."""
             return nn.Sequential(
                 nn.Conv2d(cin, cout, 3, padding=1, bias=False),
                 nn.BatchNorm2d(cout),
@@ -106,6 +111,7 @@ class VGGSmall32(nn.Module):
         self.head = nn.Linear(4 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of N×C×H×W images (C must be ``in_channels``)."""
         _check_channels(x, self.in_channels, "VGGSmall32")
         return self.head(self.pool(self.block3(self.block2(self.block1(x)))))
 
@@ -137,6 +143,7 @@ def torchvision_model(name: str, num_classes: int = 1000, in_channels: int = 3) 
 
 
 def _check_channels(x: torch.Tensor, channels: int, arch: str) -> None:
+    """Raise a ConfigError unless ``x`` is a 4-d batch with ``channels`` channels."""
     if x.ndim != 4 or x.shape[1] != channels:
         raise ConfigError(
             f"{arch} expects N×{channels}×H×W input, got {tuple(x.shape)}: set the benchmark's "
@@ -261,6 +268,7 @@ def train_classifier(
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, loader: DataLoader, device: str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) over ``loader``; 0 when it is empty."""
     model.eval()
     correct = n = 0
     for x, y in loader:
@@ -299,6 +307,7 @@ def load_state(model: nn.Module, path: Path, arch: str) -> None:
 
 
 def _state_diff(model: nn.Module, state: dict) -> str:
+    """Up to three missing keys, unexpected keys and shape mismatches of ``state``."""
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
     missing = sorted(set(want) - set(have))[:3]
@@ -431,6 +440,8 @@ def _train_and_save(
     identity: dict[str, Any],
     device: str = "cpu",
 ) -> dict[str, Any]:
+    """Train ``model`` on the ID train split, save it atomically at ``path`` with a JSON
+    sidecar (sha256, identity, training time, ID test accuracy) and return that metadata."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     gen = torch.Generator().manual_seed(seed)

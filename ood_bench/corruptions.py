@@ -92,6 +92,7 @@ def _imagecorruptions():
 
 
 def _gaussian_blur(x: np.ndarray, severity: int) -> np.ndarray:
+    """ImageNet-C gaussian blur of a 0–255 H×W×3 image (``channel_axis`` version)."""
     from skimage.filters import gaussian
 
     c = [1, 2, 3, 4, 6][severity - 1]
@@ -100,6 +101,7 @@ def _gaussian_blur(x: np.ndarray, severity: int) -> np.ndarray:
 
 
 def _impulse_noise(x: np.ndarray, severity: int) -> np.ndarray:
+    """ImageNet-C salt-and-pepper noise, seeded from the per-image seeded ``np.random``."""
     from skimage.util import random_noise
 
     c = [0.03, 0.06, 0.09, 0.17, 0.27][severity - 1]
@@ -168,12 +170,14 @@ class Normalization:
     std: tuple[float, ...]
 
     def to_pixels(self, x: torch.Tensor) -> np.ndarray:
+        """A normalised C×H×W tensor as an H×W×C float array of 0–255 pixels."""
         m = torch.tensor(self.mean).view(-1, 1, 1)
         s = torch.tensor(self.std).view(-1, 1, 1)
         px = ((x * s + m) * 255).clamp(0, 255)
         return px.permute(1, 2, 0).numpy()
 
     def from_pixels(self, px: np.ndarray) -> torch.Tensor:
+        """An H×W×C array of 0–255 pixels as a normalised C×H×W tensor."""
         m = torch.tensor(self.mean).view(-1, 1, 1)
         s = torch.tensor(self.std).view(-1, 1, 1)
         x = torch.from_numpy(np.ascontiguousarray(px, dtype=np.float32)).permute(2, 0, 1) / 255
@@ -190,6 +194,7 @@ class CorruptedSet(Dataset):
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """The ``i``-th image, corrupted with its own seed and re-normalised, and its label."""
         x, y = self.base[i]
         px = self.norm.to_pixels(x)
         gray = px.shape[2] == 1
@@ -214,9 +219,11 @@ class CorruptionConfig:
 
     @property
     def active(self) -> bool:
+        """Whether any corruption or attack is requested (``name`` not ``none``)."""
         return self.name != "none"
 
     def check(self) -> None:
+        """Raise a ConfigError for an unknown name or target or a bad severity."""
         if self.name not in ("none", *CORRUPTIONS, *ATTACKS):
             raise ConfigError(
                 f"unknown corruption {self.name!r}; choose none, one of "
@@ -231,6 +238,7 @@ class CorruptionConfig:
 
 
 def _corrupt_set(s: ImageSet, c: CorruptionConfig, norm: Normalization) -> ImageSet:
+    """A corrupted copy of ``s``, seeded from ``c.seed`` and the set's name, its spec extended."""
     seed = int(hashlib.sha256(f"{c.seed}:{s.name}".encode()).hexdigest()[:8], 16)
     spec = {**s.spec, "corruption": c.name, "severity": int(c.severity), "corruption_seed": seed}
     return ImageSet(
@@ -239,6 +247,7 @@ def _corrupt_set(s: ImageSet, c: CorruptionConfig, norm: Normalization) -> Image
 
 
 def normalization_of(bench: Benchmark) -> Normalization:
+    """The benchmark's input normalisation (from its preprocess info, else identity)."""
     pre = bench.info.get("preprocess")
     if pre:
         return Normalization(tuple(pre["mean"]), tuple(pre["std"]))

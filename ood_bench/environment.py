@@ -20,6 +20,7 @@ PACKAGES = {
 
 
 def _version(dist: str) -> str:
+    """Installed version of distribution ``dist``, or ``""`` when it is absent."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:

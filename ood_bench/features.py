@@ -46,9 +46,11 @@ class Features:
     source: ImageSet | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
+        """Number of images (rows)."""
         return len(self.labels)
 
     def to_dict(self) -> dict[str, object]:
+        """The cached fields as a plain dict for ``torch.save`` (``source`` left out)."""
         return {
             "logits": self.logits,
             "penultimate": self.penultimate,
@@ -59,11 +61,13 @@ class Features:
 
     @classmethod
     def from_dict(cls, d: dict) -> Features:
+        """Rebuild from :meth:`to_dict` output (``source`` unset)."""
         return cls(
             d["logits"], d["penultimate"], d["labels"], dict(d["taps"]), dict(d.get("meta", {}))
         )
 
     def predictions(self) -> np.ndarray:
+        """Predicted class per image: the argmax of the logits."""
         return self.logits.argmax(1).numpy()
 
 
@@ -100,6 +104,7 @@ class FeatureExtractor:
         batch_size: int = 256,
         taps: list[str] | None = None,
     ):
+        """Check that every tap and the penultimate layer are modules of the backbone."""
         self.backbone = backbone
         self.cache_dir = Path(cache_dir) / "features"
         self.device = torch.device(device)
@@ -119,6 +124,7 @@ class FeatureExtractor:
         self.extract_s = 0.0
 
     def path(self, data: ImageSet) -> Path:
+        """Cache file of ``data``'s features, named by :func:`cache_key`."""
         return self.cache_dir / f"{cache_key(self.backbone, data, self.taps)}.pt"
 
     def __call__(self, data: ImageSet) -> Features:
@@ -171,7 +177,10 @@ class FeatureExtractor:
         store: dict[str, torch.Tensor] = {}
 
         def hook(name: str):
+            """A forward hook storing module ``name``'s output in ``store``."""
+
             def fn(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
+                """Store the module's output, detached."""
                 store[name] = out.detach()
 
             return fn
@@ -182,6 +191,7 @@ class FeatureExtractor:
         if pen.startswith("input:"):  # the input of a module, e.g. a ViT's classification head
 
             def pre_hook(_m: nn.Module, args: tuple) -> None:
+                """Store the penultimate module's input under ``pen``."""
                 store[pen] = args[0].detach()
 
             handles.append(modules[pen.removeprefix("input:")].register_forward_pre_hook(pre_hook))

@@ -11,6 +11,7 @@ import numpy as np
 
 
 def _json_default(o: Any) -> Any:
+    """JSON form of sets (sorted), paths and numpy scalars; refuse anything else."""
     if isinstance(o, (set, frozenset)):
         return sorted(o, key=repr)
     if isinstance(o, Path):

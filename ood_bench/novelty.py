@@ -190,6 +190,7 @@ def resolve_layers(feats: Features, layers: str | Sequence[str] | None, reductio
 
 
 def _block(feats: Features, key: str) -> np.ndarray:
+    """One feature block (``penultimate`` or a tap key) as a float64 numpy array."""
     t = feats.penultimate if key == "penultimate" else feats.taps[key]
     return t.detach().cpu().double().numpy()
 
@@ -209,6 +210,7 @@ class Embedding:
         dim: int | None = None,
         pca_fit: str = "id",
     ):
+        """Validate the options; the layers and statistics are set by :meth:`fit`."""
         if normalise not in NORMALISE:
             raise ConfigError(f"embedding.normalise={normalise!r} is not one of {NORMALISE}")
         if pca_fit not in PCA_FIT:
@@ -219,6 +221,7 @@ class Embedding:
         self.dim, self.pca_fit = (int(dim) if dim else None), pca_fit
 
     def fit(self, fit: Features) -> Embedding:
+        """Resolve the layers and fit the per-layer standardisation (and the ID PCA) on ``fit``."""
         self.keys = resolve_layers(fit, self.layers, self.reduction)
         blocks = [_block(fit, k) for k in self.keys]
         self.stats = [(b.mean(0), b.std(0) + 1e-6) for b in blocks]
@@ -235,6 +238,7 @@ class Embedding:
         return self
 
     def _pca(self, x: np.ndarray):
+        """A seeded PCA fitted on ``x``, its dimension capped by the data's size."""
         from sklearn.decomposition import PCA
 
         dim = min(self.dim or x.shape[1], x.shape[1], max(1, x.shape[0] - 1))
@@ -281,6 +285,7 @@ class Clusterer:
         n_init: int = 2,
         seed: int = 0,
     ):
+        """Validate ``method`` and ``select`` and store the settings."""
         if method not in CLUSTER_METHODS:
             raise ConfigError(f"clustering.method={method!r} is not one of {CLUSTER_METHODS}")
         if select not in SELECT:
@@ -292,6 +297,7 @@ class Clusterer:
         self.n_init, self.seed = int(n_init), int(seed)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
+        """Cluster labels of the rows of ``z`` (-1: unclustered; all -1 when too few points)."""
         n = len(z)
         if n < max(2, self.min_cluster_size):
             return np.full(n, -1, dtype=np.int64)
@@ -330,6 +336,7 @@ class Clusterer:
         return km.labels_, kmeans_bic(z, km.labels_, km.cluster_centers_)
 
     def _select_k(self, z: np.ndarray) -> np.ndarray:
+        """Labels of the GMM / k-means fit with the best BIC or silhouette."""
         from sklearn.metrics import silhouette_score
 
         n = len(z)
@@ -410,9 +417,11 @@ class NoveltyResult:
 
     @property
     def new_clusters(self) -> list[int]:
+        """Labels of the clusters declared new classes."""
         return [c.label for c in self.clusters if c.is_new]
 
     def summary(self) -> str:
+        """A human-readable report: the decision, the count, and every cluster."""
         head = (
             f"new class present: {'YES' if self.new_class else 'no'} ({self.n_new} new) — "
             f"{self.n_rejected}/{self.m} rejected at alpha={self.alpha:g}; false alarms <= "
@@ -444,13 +453,16 @@ class Sample:
     kind: np.ndarray  # ID / NEW / NUISANCE
 
     def __len__(self) -> int:
+        """Number of samples."""
         return len(self.score)
 
     def take(self, idx: np.ndarray) -> Sample:
+        """The samples at ``idx`` (every array indexed alike)."""
         return Sample(*(a[idx] for a in (self.score, self.low, self.z, self.y, self.kind)))
 
     @staticmethod
     def concat(parts: Sequence[Sample]) -> Sample:
+        """The parts' samples in order (empty parts skipped)."""
         parts = [p for p in parts if len(p)] or list(parts[:1])
         return Sample(
             *(np.concatenate([getattr(p, a) for p in parts]) for a in Sample.__annotations__)
@@ -488,6 +500,7 @@ class NoveltyDetector:
         refine: int = 2,
         seed: int = 0,
     ):
+        """Validate the settings and build the embedding and the clusterer."""
         for key, v in (("alpha", alpha), ("level", level)):
             if not 0 < v < 1:
                 raise ConfigError(f"novelty.{key} must lie in (0, 1), got {v}")
@@ -616,6 +629,7 @@ class NoveltyDetector:
 
     # deciding -------------------------------------------------------------------------------
     def pvalues(self, batch: Sample) -> np.ndarray:
+        """Conformal p-values of the batch's OOD scores against the calibration scores."""
         from ood_bench.stats import conformal_pvalues
 
         return conformal_pvalues(self.calib_score, batch.score)
@@ -837,6 +851,7 @@ class Scenario:
     description: str = ""
 
     def __post_init__(self) -> None:
+        """Validate ``kind`` and ``spending``; copy the set lists."""
         if self.kind not in ("batch", "stream"):
             raise ConfigError(f"scenario {self.name}: kind={self.kind!r} is not batch or stream")
         if self.spending not in ("bonferroni", "quadratic"):
@@ -845,11 +860,14 @@ class Scenario:
 
     @property
     def has_new_class(self) -> bool:
+        """Whether the batches hold new-class samples (not a control)."""
         return bool(self.new_sets) and self.n_new > 0
 
 
 @dataclass
 class TrialResult:
+    """The outcome of one batch or stream trial of a scenario."""
+
     scenario: str
     trial: int
     truth: bool
@@ -889,6 +907,8 @@ def _draw_new(
 def _split_pool(
     rng: np.random.Generator, pool: Sample, n_calib: float | int
 ) -> tuple[Sample, Sample]:
+    """Split the ID pool at random into calibration (``n_calib``: a fraction or a count) and
+    test samples."""
     perm = rng.permutation(len(pool))
     n_cal = int(round(n_calib * len(pool))) if n_calib < 1 else int(n_calib)
     if not 0 < n_cal < len(pool):
@@ -916,6 +936,10 @@ def run_batch_trial(
     rng: np.random.Generator,
     trial: int,
 ) -> tuple[TrialResult, NoveltyResult, Sample]:
+    """One batch trial: calibrate on part of the ID pool, then decide on a shuffled batch of
+    the remaining ID samples, drawn new-class samples and nuisance outliers.
+
+    Returns the trial's result, the detector's result and the batch."""
     cal, test_id = _split_pool(rng, pool, n_calib)
     if sc.n_id:
         test_id = test_id.take(rng.permutation(len(test_id))[: sc.n_id])

@@ -49,6 +49,7 @@ def aggregate(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def fmt_mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± std`` scaled (percent by default); ``–`` for a missing mean, no ± without std."""
     if np.isnan(mean):
         return "–"
     s = f"{mean * scale:.{digits}f}"
@@ -92,11 +93,13 @@ def performance_table(df: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
 
 
 def _group_order(col: pd.Series) -> pd.Series:
+    """Sort key for an ``ood_group`` column: near, far, then the rest."""
     order = {"near": 0, "far": 1}
     return col.map(lambda v: order.get(v, 2)) if col.name == "ood_group" else col
 
 
 def id_accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Backbone ID test accuracy (%) per benchmark / backbone, mean ± std."""
     d = ok_rows(df)
     # one value per backbone checkpoint: every detector of a seed shares it
     d = d[d["metric"] == "id_acc"].drop_duplicates(["benchmark", "backbone", "seed"])
@@ -240,11 +243,13 @@ def ranking_stability(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def failed_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The failed jobs with their error message, one row each."""
     d = df[df["status"] == "failed"]
     return d[["benchmark", "backbone", "detector", "seed", "error"]].drop_duplicates()
 
 
 def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters (``\\ _ % & #``) escaped."""
     for a, b in (
         ("\\", r"\textbackslash{}"),
         ("_", r"\_"),
@@ -261,6 +266,7 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     import re
 
     def cell(v: object) -> str:
+        """One cell as LaTeX: escaped, ``**x**`` bold, ± and – in LaTeX form."""
         t = latex_escape(str(v)).replace("±", r"$\pm$").replace("–", "--")
         return re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", t)
 

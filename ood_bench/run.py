@@ -188,6 +188,10 @@ def summary(df: pd.DataFrame) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    """Run one job (Hydra entry point) and write its ``metrics.csv`` (and the shared copy).
+
+    Skips the job when complete results for its config hash exist (unless ``rerun``); a
+    failed job writes one ``failed`` row, and re-raises outside a multirun."""
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN

@@ -99,6 +99,7 @@ class SetCache:
         self.nd, self.prep, self.cache = nd, prep, {}
 
     def get(self, name: str, kind: int) -> Sample:
+        """The arrays of OOD set ``name`` as samples of ``kind`` (true classes for new sets)."""
         key = (name, kind)
         if key not in self.cache:
             feats = self.prep.ood[name]
@@ -109,6 +110,7 @@ class SetCache:
         return self.cache[key]
 
     def union(self, names: list[str], kind: int) -> Sample:
+        """The sets' samples concatenated; new sets without known classes count one class each."""
         parts = []
         for i, n in enumerate(names):
             s = self.get(n, kind)
@@ -278,18 +280,21 @@ def evaluate(
 
 
 def trial_record(tr: TrialResult) -> dict[str, Any]:
+    """One trial as a flat dict: its fields, with the clustering scores as columns."""
     rec = {k: v for k, v in vars(tr).items() if k != "scores"}
     rec.update({k: tr.scores.get(k, np.nan) for k in ("cluster_acc", "nmi", "ari")})
     return rec
 
 
 def write_gz(df: pd.DataFrame, path: Path) -> Path:
+    """Write ``df`` atomically as gzip-compressed CSV at ``path``."""
     return atomic_write(
         path, lambda p: df.to_csv(p, index=False, float_format="%.6g", compression="gzip")
     )
 
 
 def summary_table(df: pd.DataFrame) -> str:
+    """Markdown table of the novelty metrics per scenario (for the log)."""
     d = df[df["ood_group"] == GROUP]
     if d.empty:
         return "(no scenario ran)"
@@ -300,6 +305,9 @@ def summary_table(df: pd.DataFrame) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="novelty")
 def main(cfg: DictConfig) -> None:
+    """Run one novelty job (Hydra entry point): every scenario's trials, written as
+    ``metrics.csv`` plus gzip trial and sample tables; a failed job writes one ``failed``
+    row, and re-raises outside a multirun."""
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN

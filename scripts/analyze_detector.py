@@ -45,10 +45,12 @@ ALPHAS = np.linspace(0.0, 0.2, 41)[1:]
 
 
 def save_csv(df: pd.DataFrame, out: Path, name: str) -> None:
+    """Write ``df`` atomically to ``out/<name>.csv``."""
     atomic_write(out / f"{name}.csv", lambda p: df.to_csv(p, index=False, float_format="%.6g"))
 
 
 def subset(f: Features, idx: np.ndarray) -> Features:
+    """The samples of ``f`` at ``idx`` (meta kept)."""
     return Features(
         f.logits[idx],
         f.penultimate[idx],
@@ -59,6 +61,7 @@ def subset(f: Features, idx: np.ndarray) -> Features:
 
 
 def concat(a: Features, b: Features) -> Features:
+    """The samples of ``a`` followed by those of ``b`` (taps and meta of ``a``)."""
     import torch
 
     return Features(
@@ -71,6 +74,8 @@ def concat(a: Features, b: Features) -> Features:
 
 
 def pvalue_histograms(det: StatDetector, test: Features, ood: dict[str, Features], out: Path):
+    """Histograms of the calibrated p-values on ID test and every OOD set, and their KS
+    statistics against uniform (``pvalue_ks.csv``); returns the ID test p-values."""
     p_id = det.pvalues(test)
     ks = sps.kstest(p_id, "uniform")
     rows = [{"set": "id_test", "ks_stat": ks.statistic, "ks_pvalue": ks.pvalue, "n": len(p_id)}]
@@ -100,6 +105,7 @@ def pvalue_histograms(det: StatDetector, test: Features, ood: dict[str, Features
 
 
 def calibration_curve(det: StatDetector, p_id: np.ndarray, out: Path) -> None:
+    """Realised FPR on ID test against alpha, with a 95 % binomial band (figure and CSV)."""
     fpr = np.array([np.mean(p_id <= a) for a in ALPHAS])
     lo, hi = sps.binom.interval(0.95, len(p_id), ALPHAS)
     fig, ax = plt.subplots(figsize=(4, 3.4))
@@ -148,6 +154,7 @@ def layer_auroc(cfg_det, prep, out: Path) -> None:
 
 
 def combination_ablation(cfg_det, prep, out: Path) -> None:
+    """AUROC per OOD set and fpr_at_0.05 for every within × across combination rule."""
     rows = []
     withins = (
         ("simes", "bonferroni", "fisher", "cauchy")
@@ -201,6 +208,7 @@ def calib_size(cfg_det, prep, out: Path, redraws: int, seed: int) -> None:
 
 
 def layer_correlation(det: StatDetector, test: Features, out: Path) -> None:
+    """Spearman correlation of the layer p-values on ID test (figure and CSV)."""
     p = det.layer_pvalues(test)
     corr = pd.DataFrame(p, columns=det.keys).corr(method="spearman")
     atomic_write(out / "layer_correlation.csv", lambda f: corr.to_csv(f, float_format="%.4f"))
@@ -217,6 +225,7 @@ def layer_correlation(det: StatDetector, test: Features, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Fit the statistical detector and write every analysis; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--detector", default="stat_masf", help="a conf/detector option")
     p.add_argument("--out", type=Path, default=None, help="default results/analysis/<detector>")

@@ -33,6 +33,7 @@ DETECTORS = sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
 
 
 def forward_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
+    """Best-of-``repeats`` forward time per image in ms (batches of 128, after warm-up)."""
     model.eval()
     best = np.inf
     with torch.inference_mode():
@@ -46,6 +47,7 @@ def forward_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> flo
 
 
 def score_ms(det, feats, repeats: int = 3) -> float:
+    """Best-of-``repeats`` scoring time per sample in ms on cached features."""
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -55,6 +57,7 @@ def score_ms(det, feats, repeats: int = 3) -> float:
 
 
 def bench(name, model, x_test, feats, cfg_for) -> list[dict]:
+    """One row per detector option: forward and score time, their ratio, reference memory."""
     fwd = forward_ms(model, x_test)
     rows = []
     for option in DETECTORS:
@@ -75,6 +78,7 @@ def bench(name, model, x_test, feats, cfg_for) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Time every detector on digits_cnn and a random ResNet-18; print a Markdown table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cache-dir", default=".cache/ood_bench")
     args = p.parse_args(argv)
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
 
         def cfg_for(option: str, *extra: str):
+            """The run config with detector ``option``, this cache dir and ``extra``."""
             return compose(
                 "config", overrides=[f"detector={option}", f"cache_dir={args.cache_dir}", *extra]
             )

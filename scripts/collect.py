@@ -18,6 +18,7 @@ log = logging.getLogger("collect")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Merge the jobs' metrics.csv files into ``--out``; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("sweep_dirs", nargs="+", type=Path, help="sweep or run directories")
     p.add_argument("--out", type=Path, required=True, help="merged CSV to write")

@@ -35,6 +35,7 @@ log = logging.getLogger("compare_libraries")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure, join and write the comparison; 0 on success."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "results",
@@ -98,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         measures += api.example_measures(lib, args.cache_dir, args.repeats)
         measures += code.measure_package(lib)
         measures += code.measure_tests(
-            lib, args.cache_dir / "libcompare", args.run_tests, args.test_timeout
+            lib,
+            args.cache_dir / "libcompare",
+            args.run_tests,
+            args.test_timeout,
+            download=not args.offline,
         )
         measures += integration.measure(lib)
         measures += performance.measure(df, lib, seeds)

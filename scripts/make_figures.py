@@ -33,6 +33,8 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def robustness_figures(df: pd.DataFrame, out: Path) -> list[str]:
+    """Per benchmark: mean AUROC and corrupted-ID rejection at α = 0.05 vs severity, one
+    panel per corruption (severity 0 = clean); returns the figure names."""
     r = robustness_frame(df)
     made = []
     for bench, sub in r.groupby("benchmark"):
@@ -70,6 +72,8 @@ def robustness_figures(df: pd.DataFrame, out: Path) -> list[str]:
 
 
 def calibration_figure(df: pd.DataFrame, out: Path) -> list[str]:
+    """Per benchmark: realised ID test rejection vs α per p-value detector (mean ± std over
+    seeds); returns the figure names."""
     d = ok_rows(df)
     d = d[d["metric"].str.startswith("fpr_at_")]
     if d.empty:
@@ -101,6 +105,8 @@ def calibration_figure(df: pd.DataFrame, out: Path) -> list[str]:
 
 
 def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:
+    """ROC curves and ID-vs-OOD score histograms for ``BENCHMARK:DET,DET`` (seed 0, cached
+    features); returns the figure names."""
     bench_name, dets = spec.split(":", 1)
     detectors = dets.split(",")
     extra = [f"cache_dir={cache_dir}"] if cache_dir else []
@@ -145,6 +151,7 @@ def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write every figure the results allow (and the ``--roc`` ones); returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("results", nargs="+", type=Path, help="collected CSVs or folders of them")
     p.add_argument("--out", type=Path, required=True)

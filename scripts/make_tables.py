@@ -23,6 +23,7 @@ log = logging.getLogger("make_tables")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write results.md and one LaTeX file per table to ``--out``; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("results", nargs="+", type=Path, help="collected CSVs or folders of them")
     p.add_argument("--out", type=Path, required=True, help="folder for the tables")

@@ -49,6 +49,7 @@ def clopper_pearson_upper(k: int, n: int, conf: float = 0.95) -> float:
 
 
 def _cell(vals: pd.Series, scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± std`` of the values (scaled), ``–`` when there are none."""
     if vals.empty:
         return "–"
     std = vals.std(ddof=1) if len(vals) > 1 else np.nan
@@ -68,6 +69,7 @@ def novelty_table(df: pd.DataFrame) -> pd.DataFrame:
     for (bench, bb, det, scen), g in wide.groupby(level=[0, 1, 2, 3]):
 
         def col(m: str, g: pd.DataFrame = g) -> pd.Series:
+            """The non-missing values of metric ``m`` in ``g`` (empty when absent)."""
             return g[m].dropna() if m in g else pd.Series(dtype=float)
 
         n_trials = col("n_trials")
@@ -104,6 +106,7 @@ def novelty_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(df: pd.DataFrame) -> str:
+    """The novelty report in Markdown: a heading, the legend and the table."""
     table = novelty_table(df)
     parts = ["# Novelty detection: new classes among the rejected samples", ""]
     if table.empty:
@@ -123,6 +126,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 # figures ------------------------------------------------------------------------------------
 def save_fig(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    """Write ``fig`` atomically as PNG and PDF (no creation date), close it; return the paths."""
     paths = []
     for ext in ("png", "pdf"):
         meta = {"CreationDate": None} if ext == "pdf" else {}
@@ -220,6 +224,7 @@ def projection_figure(d: pd.DataFrame, title: str, method: str = "pca") -> plt.F
 
 
 def sample_files(paths: list[Path]) -> list[Path]:
+    """The ``novelty_samples.csv.gz`` files given or found under the folders."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -248,6 +253,7 @@ def figures(files: list[Path], out: Path, method: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write novelty.md and the projection figures to ``--out``; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("results", nargs="+", type=Path, help="job/sweep folders or collected CSVs")
     p.add_argument("--out", type=Path, required=True, help="folder for the table and figures")

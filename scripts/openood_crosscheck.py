@@ -36,6 +36,9 @@ TOLERANCE = 0.005
 
 @dataclass
 class Pair:
+    """One method in both libraries: the two detector options, why their defaults differ,
+    and the overrides that align them (or that OpenOOD needs to run at all)."""
+
     method: str
     pood: str
     openood: str
@@ -118,11 +121,13 @@ PAIRS = [
 
 
 def compose_job(overrides: list[str]):
+    """The job config composed from conf/ with ``overrides``."""
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return compose(config_name="config", overrides=overrides)
 
 
 def run_detector(job: list[str], option: str, extra: list[str], prep) -> dict[str, float]:
+    """Fit detector ``option`` on the prepared splits; its AUROC per OOD set."""
     cfg = compose_job([*job, f"detector={option}", *extra])
     seed_everything(int(cfg.seed))
     det = build(cfg.detector, "detector")
@@ -134,6 +139,8 @@ def run_detector(job: list[str], option: str, extra: list[str], prep) -> dict[st
 
 
 def main() -> int:
+    """Run every pair (defaults, then aligned) and print the comparison table; returns the
+    exit code."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of the job (benchmark=...)")
     ap.add_argument("--csv", type=Path, help="also write the per-OOD-set AUROCs here")

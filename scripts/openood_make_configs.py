@@ -28,6 +28,8 @@ from ood_bench.detectors.openood import (  # noqa: E402
 
 
 def render(name: str) -> str:
+    """The YAML text of detector ``openood_<name>``: a header with OpenOOD's defaults, APS
+    grid and the adapter's status, then the options with every argument null."""
     cls = load_openood().registry[name].__name__
     state, why = status(name)
     cfg = read_config(name).get("postprocessor", {})
@@ -61,6 +63,7 @@ def render(name: str) -> str:
 
 
 def main() -> int:
+    """Write (or, with ``--check``, compare) every YAML; exit code 1 when a check fails."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check, write nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "conf" / "detector")

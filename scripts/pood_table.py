@@ -93,6 +93,8 @@ def detector_forward_samples(sweep: Path) -> tuple[dict[tuple[str, str], int], f
 
 
 def metric(df: pd.DataFrame, bench: str, det: str, name: str, group: str | None) -> float:
+    """Mean of ``name`` over the rows of (``bench``, ``det``), in OOD group ``group`` if given;
+    NaN without rows."""
     d = df[(df.benchmark == bench) & (df.detector == det) & (df.metric == name)]
     if group is not None:
         d = d[d.ood_group == group]
@@ -100,6 +102,7 @@ def metric(df: pd.DataFrame, bench: str, det: str, name: str, group: str | None)
 
 
 def status(df: pd.DataFrame, cls: str, det: str) -> str:
+    """``supported`` when every job succeeded, else the known reason or the first error."""
     jobs = df[df.detector == det].groupby("benchmark")["status"].first()
     if jobs.empty:
         return "not run"
@@ -112,6 +115,7 @@ def status(df: pd.DataFrame, cls: str, det: str) -> str:
 
 
 def build(df: pd.DataFrame, sweep: Path | None) -> tuple[str, pd.DataFrame]:
+    """The summary text and one table row per pytorch-ood detector class."""
     counts, wall = detector_forward_samples(sweep) if sweep else ({}, float("nan"))
     rows = []
     for cls in sorted(_pood_classes(), key=str.lower):
@@ -157,6 +161,7 @@ def build(df: pd.DataFrame, sweep: Path | None) -> tuple[str, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print (and with ``--out`` write) the pytorch-ood table; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("results", type=Path, help="collected CSV (scripts/collect.py)")
     p.add_argument("--sweep", type=Path, help="the sweep directory, for logs and wall time")

@@ -33,6 +33,8 @@ log = logging.getLogger("train_backbone")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    """Train the configured backbone (Hydra entry point), save its state dict and JSON card,
+    and print the arguments that make the harness load it."""
     seed_everything(int(cfg.seed))
     bench = build(cfg.benchmark, "benchmark")
     b = cfg.backbone

@@ -104,6 +104,26 @@ def test_count_tests(tmp_path):
     assert code.count_tests(tmp_path) == (1, 1)
 
 
+def test_imported_modules_skips_relative_and_guarded_imports(tmp_path):
+    from ood_bench.libcompare.install import imported_modules
+
+    _write(
+        tmp_path,
+        """
+        import numpy as np, os.path
+        from scipy import stats
+        from . import sibling
+        try:
+            import optional_thing
+        except ImportError:
+            optional_thing = None
+        def f():
+            import lazy_dep
+        """,
+    )
+    assert imported_modules(tmp_path) == {"numpy", "os", "scipy", "lazy_dep"}
+
+
 def test_model_interface_reads_calls_on_the_network(tmp_path):
     _write(
         tmp_path,
@@ -162,6 +182,27 @@ def test_api_extract_matches_the_cached_pipeline(digits_bench, digits_backbone, 
     np.testing.assert_allclose(det.score(feats), det.score(ref), rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="unknown detector 'nope'.*stat_masf"):
         detector("nope")
+
+
+def test_api_model_detector_reads_the_images_behind_the_features(
+    digits_bench, digits_backbone, digits_features
+):
+    from ood_bench.api import detector, extract
+
+    def odin(fit, test):
+        det = detector("pood_odin")
+        det.bind(digits_backbone.model)
+        det.fit(fit)
+        return det.score(test), det.forward_samples
+
+    model = digits_backbone.model
+    mine, n = odin(
+        extract(model, digits_bench.split("fit").dataset),
+        extract(model, digits_bench.split("test").dataset),
+    )
+    ref, _ = odin(digits_features["fit"], digits_features["test"])
+    assert n >= len(ref)  # ODIN perturbed the images and ran the network itself
+    np.testing.assert_allclose(mine, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_api_extract_caches_by_content(digits_bench, digits_backbone, tmp_path):

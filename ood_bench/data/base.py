@@ -30,6 +30,7 @@ class ImageSet:
     group: str = "id"
 
     def __len__(self) -> int:
+        """Number of images."""
         return len(self.dataset)  # type: ignore[arg-type]
 
 
@@ -73,9 +74,11 @@ class Benchmark:
 
     @property
     def num_classes(self) -> int:
+        """Number of ID classes."""
         return len(self.classes)
 
     def split(self, name: str) -> ImageSet:
+        """The ID split ``name`` (train, fit, calib or test); unknown names are an error."""
         if name not in self.splits:
             raise ConfigError(
                 f"benchmark {self.name!r} has no split {name!r}; splits: {sorted(self.splits)}"
@@ -83,6 +86,7 @@ class Benchmark:
         return self.splits[name]
 
     def ood_set(self, name: str) -> ImageSet:
+        """The OOD set called ``name``; unknown names are an error."""
         for s in self.ood:
             if s.name == name:
                 return s
@@ -98,6 +102,7 @@ class Benchmark:
         return replace(self, ood=[self.ood_set(n) for n in names])
 
     def describe(self) -> str:
+        """One log line: ID dataset, classes, input shape, split and OOD set sizes."""
         parts = [f"{k}={len(v)}" for k, v in self.splits.items()]
         ood = [f"{s.name}[{s.group}]={len(s)}" for s in self.ood]
         return (

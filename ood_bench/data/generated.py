@@ -40,6 +40,7 @@ def skimage_photos() -> list[np.ndarray]:
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
+    """An image as 2-D grayscale float64 in [0, 1] (RGB converted, 0–255 rescaled)."""
     img = np.asarray(img)
     if img.ndim == 3:
         img = rgb2gray(img[..., :3])

@@ -41,6 +41,7 @@ class ArraySet(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        """The ``i``-th raw image and its label."""
         return self.data[i], int(self.targets[i])
 
 
@@ -58,6 +59,7 @@ def noise_images(
 
 
 def _subsample(idx: np.ndarray, max_n: int | None, seed: int) -> np.ndarray:
+    """At most ``max_n`` of the indices, drawn without replacement (seeded) and sorted."""
     if max_n is None or len(idx) <= max_n:
         return idx
     rng = np.random.default_rng(seed)
@@ -65,6 +67,7 @@ def _subsample(idx: np.ndarray, max_n: int | None, seed: int) -> np.ndarray:
 
 
 def _raw_shape(ds: Dataset) -> tuple[int, ...]:
+    """Shape of the dataset's first raw image (before preprocessing)."""
     arr = np.asarray(ds[0][0])
     return tuple(arr.shape)
 
@@ -175,6 +178,8 @@ def build_image_benchmark(
 def _ood_set(
     entry: dict[str, Any], root: Path, pre: Preprocess, raw_shape: tuple[int, ...], seed: int
 ) -> ImageSet:
+    """One OOD set from its entry: generated noise of the ID raw shape, or a source's split
+    filtered by ``classes`` and capped at ``max_samples``; labels are -1."""
     name, group = entry["name"], entry["group"]
     spec = {"ood": {k: v for k, v in entry.items() if k != "group"}, "seed": seed}
     if "noise" in entry:

@@ -40,6 +40,8 @@ class Preprocess:
 
     @classmethod
     def from_cfg(cls, cfg: dict[str, Any] | None) -> Preprocess:
+        """From a ``preprocess`` config: 1 or 3 ``channels``, optional ``size`` (int or pair),
+        one ``mean``/``std`` value per channel (defaults: 0 and 1)."""
         cfg = dict(cfg or {})
         ch = int(cfg.get("channels", 1))
         size = cfg.get("size")
@@ -56,6 +58,7 @@ class Preprocess:
         return cls(ch, size, mean, std)
 
     def transform(self) -> T.Compose:
+        """The torchvision transform: to PIL, to grey or RGB, resize (if set), tensor, normalise."""
         ops: list[Any] = [T.Lambda(_to_pil), T.Lambda(_gray if self.channels == 1 else _rgb)]
         if self.size:
             ops.append(T.Resize(self.size, antialias=True))
@@ -63,10 +66,12 @@ class Preprocess:
         return T.Compose(ops)
 
     def spec(self) -> dict[str, Any]:
+        """The settings as a plain dict (part of every set's spec)."""
         return {"channels": self.channels, "size": self.size, "mean": self.mean, "std": self.std}
 
 
 def _to_pil(img: Any) -> Image.Image:
+    """A PIL image as is, or a uint8 array as a PIL image; other dtypes are an error."""
     if isinstance(img, Image.Image):
         return img
     arr = np.asarray(img)
@@ -76,10 +81,12 @@ def _to_pil(img: Any) -> Image.Image:
 
 
 def _gray(img: Image.Image) -> Image.Image:
+    """Convert to single-channel grey (PIL mode ``L``)."""
     return img.convert("L")
 
 
 def _rgb(img: Image.Image) -> Image.Image:
+    """Convert to three-channel RGB."""
     return img.convert("RGB")
 
 
@@ -89,6 +96,7 @@ class PreparedSet(Dataset):
     def __init__(
         self, base: Dataset, indices: np.ndarray, transform: T.Compose, labels: np.ndarray
     ):
+        """``labels``: one per index, replacing the base dataset's own labels."""
         self.base, self.indices, self.transform = base, np.asarray(indices), transform
         self.labels = np.asarray(labels, dtype=np.int64)
 
@@ -96,6 +104,7 @@ class PreparedSet(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """The transformed ``i``-th selected image and its assigned label."""
         img, _ = self.base[int(self.indices[i])]
         return self.transform(img), int(self.labels[i])
 
@@ -166,6 +175,7 @@ TORCHVISION: dict[str, tuple[str, str, str, dict[str, dict[str, Any]]]] = {
 
 
 def _fingerprint_tensorlike(data: Any) -> str:
+    """Short sha256 (16 hex digits) of an array's or tensor's bytes."""
     arr = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
 
@@ -225,6 +235,7 @@ class NpzSet(Dataset):
     """``x`` uint8 N×H×W or N×H×W×C, ``y`` int (``-1`` = unlabeled) from one ``.npz`` file."""
 
     def __init__(self, path: Path):
+        """Load ``x`` (and ``y``, else all -1) from ``path``, checking dtype and shape."""
         if not path.is_file():
             raise DataError(
                 f"npz set {path} not found. Expected a file with arrays x (uint8 "
@@ -245,6 +256,7 @@ class NpzSet(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        """The ``i``-th raw uint8 image and its label."""
         return self.data[i], int(self.targets[i])
 
 
@@ -286,6 +298,8 @@ def image_set(
     pre: Preprocess,
     spec: dict[str, Any],
 ) -> ImageSet:
+    """An :class:`ImageSet` of ``base``'s images at ``indices`` with ``labels``, preprocessed;
+    its spec adds the name, size, preprocessing, an index hash and the loader version."""
     full = {
         **spec,
         "name": name,

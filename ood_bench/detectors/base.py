@@ -28,6 +28,7 @@ class Detector(ABC):
     needs: ClassVar[frozenset[str]] = frozenset({"features"})
 
     def __init__(self, name: str):
+        """Name the detector; no model is bound until :meth:`bind`."""
         self.name = name
         self.model: nn.Module | None = None
 

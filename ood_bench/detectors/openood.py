@@ -177,10 +177,12 @@ RUNTIME_REQUIREMENTS = {
 
 
 def _stub(name: str) -> types.ModuleType:
+    """An empty stand-in package ``name`` whose attributes raise OpenOODMissing when used."""
     mod = types.ModuleType(name)
     mod.__path__ = []  # a package, so that submodules can be stubbed below it
 
     def __getattr__(attr: str) -> Any:
+        """Raise OpenOODMissing for any attribute used (AttributeError for dunder names)."""
         if attr.startswith("__"):
             raise AttributeError(attr)
         raise OpenOODMissing(
@@ -194,6 +196,8 @@ def _stub(name: str) -> types.ModuleType:
 
 @contextlib.contextmanager
 def _import_only_stubs() -> Iterator[list[str]]:
+    """Stub the import-only packages that are missing or broken while OpenOOD is imported;
+    yields the stubbed names and removes the stubs afterwards."""
     stubbed: list[str] = []
     for top, subs in IMPORT_ONLY_STUBS.items():
         try:
@@ -279,6 +283,7 @@ def _pipeline_registry(path: Path) -> dict[str, str]:
 
 
 def registered_postprocessors() -> list[str]:
+    """Sorted names of every postprocessor OpenOOD registers."""
     return sorted(load_openood().registry)
 
 
@@ -326,6 +331,7 @@ def read_config(name: str, config_root: str | os.PathLike | None = None) -> dict
 
 # --- running OpenOOD's code on the configured device ---------------------------------------------
 def _is_cuda(d: Any) -> bool:
+    """Whether ``d`` is a device string or torch.device of type ``cuda``."""
     try:
         return isinstance(d, str | torch.device) and torch.device(d).type == "cuda"
     except (RuntimeError, TypeError):
@@ -344,6 +350,7 @@ class _CudaToDevice(TorchFunctionMode):
         self.device = device
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        """Redirect ``.cuda()``, ``device='cuda'`` and ``.to('cuda')`` to the configured device."""
         kwargs = dict(kwargs or {})
         if func is torch.Tensor.cuda:
             return args[0].to(self.device)
@@ -362,6 +369,7 @@ def openood_context(device: torch.device, log_output: bool = True) -> Iterator[N
     out = io.StringIO()
 
     def float_tensor(*args: Any) -> torch.Tensor:
+        """Stand-in for ``torch.cuda.FloatTensor(data)``: float32 on ``device``."""
         return torch.tensor(*args, dtype=torch.float32, device=device)
 
     # WORKAROUND: mds_ensemble and gmm build their layer weights with the legacy constructor
@@ -383,6 +391,7 @@ class _OpenOODImages(Dataset):
     GMM read), ``label`` (-1 for OOD), ``index``; zero-padded to ``channels`` when asked."""
 
     def __init__(self, source: Any, channels: int | None = None):
+        """``channels``: zero-pad images to this many channels (None: as is)."""
         self.source = source
         self.name = source.name  # mds_ensemble labels its progress bars with dataset.name
         self.channels = channels
@@ -391,6 +400,7 @@ class _OpenOODImages(Dataset):
         return len(self.source.dataset)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` as OpenOOD's dict (``data``, ``data_aux``, ``label``, ``index``)."""
         x, y = self.source.dataset[i]
         x = torch.as_tensor(x).float()
         if self.channels and x.shape[0] < self.channels:
@@ -400,6 +410,7 @@ class _OpenOODImages(Dataset):
 
 
 def _source(feats: Features, what: str) -> Any:
+    """The images behind ``feats``; a ConfigError when it carries none."""
     if feats.source is None:
         raise ConfigError(
             f"the {what} features carry no source images (Features.source is None): OpenOOD "
@@ -410,6 +421,7 @@ def _source(feats: Features, what: str) -> Any:
 
 
 def _as_list(x: Any) -> list[Any]:
+    """``x`` as a list (lists and tuples converted, anything else wrapped)."""
     return list(x) if isinstance(x, list | tuple) else [x]
 
 
@@ -443,6 +455,7 @@ class OpenOODDetector(Detector):
         penultimate: str | None = None,
         batch_size: int = 200,
     ):
+        """Store the settings; OpenOOD is imported only by :meth:`bind` / :meth:`fit`."""
         # nothing imports OpenOOD here: the config group composes without it (see bind/fit)
         super().__init__(name)
         self.postprocessor = postprocessor
@@ -467,6 +480,7 @@ class OpenOODDetector(Detector):
 
     # -- protocol ------------------------------------------------------------------------------
     def bind(self, model: torch.nn.Module, device: str | torch.device = "cpu") -> None:
+        """Check that the postprocessor is registered and supported, then bind the network."""
         self._check_runnable()
         super().bind(model, device)
 
@@ -477,6 +491,9 @@ class OpenOODDetector(Detector):
         self._tune_sets = (val_id, val_ood)
 
     def fit(self, fit: Features, calib: Features | None = None) -> OpenOODDetector:
+        """Wrap the bound network, build the postprocessor from its YAML (with ``params``) and
+        run its ``setup`` on ``fit`` (train) and ``calib`` (val and test loaders), then APS
+        when :meth:`tune` gave validation sets."""
         oo = self._check_runnable()
         if self.model is None:
             raise ConfigError(
@@ -518,6 +535,7 @@ class OpenOODDetector(Detector):
         return self
 
     def _score(self, feats: Features) -> np.ndarray:
+        """Minus OpenOOD's confidence: higher = more OOD."""
         if self.pp is None:
             raise ConfigError(f"{self.name}: fit before score")
         return -self.confidence(feats)
@@ -533,6 +551,7 @@ class OpenOODDetector(Detector):
         return np.concatenate(confs) if confs else np.zeros(0)
 
     def params(self) -> dict[str, Any]:
+        """Postprocessor name, its arguments as run, ``aps`` and any tuned values."""
         pp_cfg = self.config.get("postprocessor", {}) if self.config else {}
         return {
             "postprocessor": self.postprocessor,
@@ -543,6 +562,7 @@ class OpenOODDetector(Detector):
 
     # -- pieces --------------------------------------------------------------------------------
     def _check_runnable(self) -> types.SimpleNamespace:
+        """Load OpenOOD; a ConfigError unless the postprocessor is registered and supported."""
         oo = load_openood()
         if self.postprocessor not in oo.registry:
             raise ConfigError(
@@ -557,6 +577,7 @@ class OpenOODDetector(Detector):
         return oo
 
     def _taps(self, x0: torch.Tensor) -> tuple[list[str], str]:
+        """Taps and penultimate layer: configured, else declared by the model, else discovered."""
         from ood_bench.backbones import discover_taps
 
         taps = self.taps or list(getattr(self.model, "taps", None) or [])
@@ -568,6 +589,7 @@ class OpenOODDetector(Detector):
         return taps, str(penultimate)
 
     def _check_resnet(self) -> None:
+        """A ConfigError unless the model is a ResNet with taps 3 and 4 = layer3 and layer4."""
         taps = self.net.taps
         ok = all(hasattr(self.model, a) for a in ("layer3", "layer4", "avgpool")) and (
             len(taps) > 4 and taps[3] == "layer3" and taps[4] == "layer4"
@@ -580,6 +602,8 @@ class OpenOODDetector(Detector):
             )
 
     def _build(self, oo: types.SimpleNamespace, num_classes: int, image_hw: tuple) -> Any:
+        """The postprocessor from OpenOOD's YAML with ``params`` and ``sweep`` applied, given a
+        dataset entry with the backbone's class count."""
         raw = read_config(self.postprocessor, self.config_root)
         pp_cfg = raw.setdefault("postprocessor", {})
         args = dict(pp_cfg.get("postprocessor_args") or {})
@@ -621,6 +645,7 @@ class OpenOODDetector(Detector):
         return pp
 
     def _check_dims(self, args: dict[str, Any]) -> None:
+        """A ConfigError when vim's / residual's ``dim`` is not below the feature dimension."""
         dim = args.get("dim")
         if self.postprocessor in ("vim", "residual") and dim is not None:
             d = self.net.feature_size
@@ -633,12 +658,14 @@ class OpenOODDetector(Detector):
                 )
 
     def _wrap_net(self, net: OpenOODNet) -> torch.nn.Module:
+        """The net in OpenOOD's wrapper network for react, ash, scale and adascale, else as is."""
         if self.postprocessor not in NET_WRAPPERS:
             return net
         module, cls = NET_WRAPPERS[self.postprocessor]
         return getattr(importlib.import_module(f"openood.networks.{module}"), cls)(net)
 
     def _loader(self, source: Any) -> DataLoader:
+        """An ordered DataLoader of the set's images as OpenOOD's dict batches."""
         return DataLoader(
             _OpenOODImages(source, self._channels),
             batch_size=self.batch_size,

@@ -63,6 +63,7 @@ class OpenOODNet(nn.Module):
         in_channels: int | None = None,
         lift_channels: bool = False,
     ):
+        """Check that the taps and penultimate layer are modules of ``model``; find its head."""
         super().__init__()
         modules = dict(model.named_modules())
         unknown = [t for t in [*taps, penultimate] if t not in modules]
@@ -80,17 +81,21 @@ class OpenOODNet(nn.Module):
     # --- attributes OpenOOD reads -------------------------------------------------------------
     @property
     def fc(self) -> nn.Linear:
+        """The classification head (the model's last ``nn.Linear``)."""
         return self.get_fc_layer()
 
     def get_fc_layer(self) -> nn.Linear:
+        """The classification head (the model's last ``nn.Linear``)."""
         return dict(self.model.named_modules())[self.head_name]
 
     def get_fc(self) -> tuple[np.ndarray, np.ndarray]:
+        """The head's weight and bias (zeros without one) as numpy arrays."""
         fc = self.get_fc_layer()
         bias = fc.bias if fc.bias is not None else torch.zeros(fc.out_features)
         return fc.weight.detach().cpu().numpy(), bias.detach().cpu().numpy()
 
     def __getattr__(self, name: str) -> Any:
+        """Fall back to the wrapped model's attribute; a pointed AttributeError without one."""
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -105,6 +110,7 @@ class OpenOODNet(nn.Module):
 
     # --- forward passes -----------------------------------------------------------------------
     def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """With ``lift_channels``, the first ``in_channels`` channels of ``x``."""
         if self.lift_channels and self.in_channels and x.shape[1] > self.in_channels:
             return x[:, : self.in_channels]
         return x
@@ -129,6 +135,8 @@ class OpenOODNet(nn.Module):
     def forward(
         self, x: torch.Tensor, return_feature: bool = False, return_feature_list: bool = False
     ):
+        """Logits; with ``return_feature``, also the flattened penultimate features; with
+        ``return_feature_list``, also every tap's output in order."""
         logits, store = self._run(x)
         if return_feature:
             return logits, store[self.penultimate].flatten(1)
@@ -137,10 +145,12 @@ class OpenOODNet(nn.Module):
         return logits
 
     def forward_threshold(self, x: torch.Tensor, threshold: Any) -> torch.Tensor:
+        """Logits from the penultimate features clipped at ``threshold`` (ReAct)."""
         _, feature = self.forward(x, return_feature=True)
         return self.get_fc_layer()(feature.clip(max=float(threshold)))
 
     def intermediate_forward(self, x: torch.Tensor, layer_index: int | None = None):
+        """Output of ``taps[layer_index]``; without an index, L2-normalised penultimate features."""
         if layer_index is None:
             _, feature = self.forward(x, return_feature=True)
             return F.normalize(feature, dim=1)

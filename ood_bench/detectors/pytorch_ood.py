@@ -131,6 +131,7 @@ class NotApplicable(ConfigError):
 
 
 def _pood_classes() -> dict[str, type]:
+    """Every class ``pytorch_ood.detector`` exports, by name."""
     import pytorch_ood.detector as det
 
     return {n: getattr(det, n) for n in det.__all__ if isinstance(getattr(det, n), type)}
@@ -177,6 +178,7 @@ def untie_modules(net: nn.Module) -> list[str]:
     seen: dict[int, str] = {}
 
     def walk(module: nn.Module, prefix: str) -> None:
+        """Visit ``module``'s children, turning a child already seen into a plain attribute."""
         for name, child in list(module._modules.items()):
             if child is None:
                 continue
@@ -204,6 +206,7 @@ def poisoned(net: nn.Module) -> list[str]:
 
 
 def last_linear(model: nn.Module) -> nn.Linear | None:
+    """The model's last ``nn.Linear`` (in module order), or None without one."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return linears[-1] if linears else None
 
@@ -216,6 +219,7 @@ class _Counter:
         self.paused = False
 
     def __call__(self, _module: nn.Module, args: tuple) -> None:
+        """Add the batch size of the input, unless paused."""
         if not self.paused and args and isinstance(args[0], torch.Tensor):
             self.n += int(args[0].shape[0])
 
@@ -230,15 +234,18 @@ class _TapSplit:
     output replaced, so any architecture works without tracing it)."""
 
     def __init__(self, net: nn.Module, tap: str):
+        """Split ``net`` at its module named ``tap``."""
         self.net = net
         self.module = dict(net.named_modules())[tap]
         self._x: torch.Tensor | None = None
 
     def maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The tap's output for ``x`` (the forward pass stops there); remembers ``x`` for tail."""
         self._x = x
         out: dict[str, torch.Tensor] = {}
 
         def grab(_m: nn.Module, _i: tuple, o: torch.Tensor) -> None:
+            """Keep the tap's output and stop the forward pass."""
             out["z"] = o
             raise _Stop
 
@@ -252,6 +259,7 @@ class _TapSplit:
         return out["z"]
 
     def tail(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of the last :meth:`maps` batch with the tap's output replaced by ``z``."""
         if self._x is None or len(self._x) != len(z):
             raise RuntimeError("tail() must follow maps() on the same batch")
         h = self.module.register_forward_hook(lambda _m, _i, _o: z)
@@ -268,6 +276,7 @@ class _TapEncoder:
         self.split = _TapSplit(net, tap)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The tap's output for ``x``, flattened to N×D."""
         return self.split.maps(x).flatten(1)
 
 
@@ -278,6 +287,7 @@ class _TapChain:
     of one hooked forward pass in that order (the first layer runs the network)."""
 
     def __init__(self, net: nn.Module, taps: list[str]):
+        """Serve the outputs of the modules named ``taps`` of ``net``, in order."""
         self.net = net
         modules = dict(net.named_modules())
         self.modules = [modules[t] for t in taps]
@@ -285,6 +295,7 @@ class _TapChain:
         self._logits: torch.Tensor | None = None
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One forward pass: the logits and every tap's output, kept for the chain."""
         outs: dict[int, torch.Tensor] = {}
         hooks = [
             m.register_forward_hook(lambda _m, _i, o, i=i: outs.__setitem__(i, o))
@@ -300,12 +311,16 @@ class _TapChain:
         return logits, self._outs
 
     def layers(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """Gram's ``feature_layers``: the first runs the network, the others return stored taps."""
+
         def first(x: torch.Tensor) -> torch.Tensor:
+            """Run the network on ``x`` and return the first tap's output."""
             return self.run(x)[1][0]
 
         return [first] + [lambda _z, i=i: self._outs[i] for i in range(1, len(self.modules))]
 
     def head(self, _z: torch.Tensor) -> torch.Tensor:
+        """The logits of the last :meth:`run` (the input is ignored)."""
         assert self._logits is not None
         return self._logits
 
@@ -318,10 +333,12 @@ class _HeadOnMaps(nn.Module):
         self.linear = linear
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of N×D×1×1 maps: the linear layer on the flattened maps."""
         return self.linear(z.flatten(1))
 
 
 def _as_maps(z: torch.Tensor) -> torch.Tensor:
+    """N×D features as N×D×1×1 feature maps."""
     return z.reshape(z.shape[0], -1, 1, 1)
 
 
@@ -335,15 +352,18 @@ class _Relabel(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``i``-th image with label -1."""
         return self.dataset[i][0], torch.tensor(-1)
 
 
 def _grad_collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Default collation, the image batch requiring grad (input-gradient methods)."""
     x, y = torch.utils.data.default_collate(batch)
     return x.requires_grad_(True), y
 
 
 def _float32(x: torch.Tensor) -> torch.Tensor:
+    """A detached float32 copy of ``x``."""
     return x.detach().float()  # WORKAROUND: float64 crashes Mahalanobis (float32 statistics)
 
 
@@ -380,6 +400,8 @@ class PytorchOODDetector(Detector):
         batch_size: int = 256,
         seed: int = 0,
     ):
+        """Look up the class, validate the settings, decide what the detector reads and needs;
+        classes that need no model part are constructed once to check their hyperparameters."""
         super().__init__(name)
         classes = _pood_classes()
         if cls not in classes:
@@ -441,6 +463,8 @@ class PytorchOODDetector(Detector):
     # -- construction ---------------------------------------------------------------------------
 
     def _check_params(self) -> None:
+        """Add the constructor's first argument (model / encoder) to the parts when missing;
+        a ConfigError when ``params`` name a part or are not constructor arguments."""
         sig = inspect.signature(self.klass.__init__)
         names = [n for n in sig.parameters if n != "self"]
         if names and names[0] not in self.parts:
@@ -475,6 +499,7 @@ class PytorchOODDetector(Detector):
         return p
 
     def _construct(self, parts: dict[str, Any]) -> Any:
+        """Instantiate the class with the model ``parts`` and the hyperparameters."""
         kwargs = {arg: parts.get(part) for arg, part in self.parts.items()}
         try:
             return self.klass(**kwargs, **self._hyperparameters())
@@ -540,6 +565,7 @@ class PytorchOODDetector(Detector):
         return head
 
     def _penultimate_name(self, example: torch.Tensor) -> str:
+        """Module name of the penultimate layer: declared by the model, else discovered."""
         name = getattr(self.model, "penultimate", None)
         if name:
             return str(name)
@@ -548,6 +574,7 @@ class PytorchOODDetector(Detector):
         return discover_taps(self._private_net(), example.to(self.device))[1]
 
     def _tap_names(self, example: torch.Tensor) -> list[str]:
+        """Module names of the taps: ``layers``, else the model's declared taps, else discovered."""
         if self.layers is not None:
             modules = dict(self._private_net().named_modules())
             unknown = [t for t in self.layers if t not in modules]
@@ -566,11 +593,13 @@ class PytorchOODDetector(Detector):
 
     @staticmethod
     def _example(feats: Features) -> torch.Tensor:
+        """The first image of the features' source set, as a batch of 1."""
         if feats.source is None:
             raise ConfigError("these features carry no images (Features.source is None)")
         return feats.source.dataset[0][0].unsqueeze(0)
 
     def _probe(self, tap: str, example: torch.Tensor) -> torch.Tensor:
+        """The output of module ``tap`` for ``example`` (not counted as detector forward work)."""
         with torch.no_grad():
             self._counter.paused = True
             try:
@@ -579,6 +608,8 @@ class PytorchOODDetector(Detector):
                 self._counter.paused = False
 
     def _check_applicable(self, fit: Features) -> None:
+        """Raise NotApplicable when MCM, WeightedEBO or MCD lack what they need (text
+        embeddings, class weights, dropout); a ConfigError for a wrong number of weights."""
         p = self._params
         if self.cls_name == "MCM" and p.get("text_embeddings") is None:
             raise NotApplicable(
@@ -602,6 +633,7 @@ class PytorchOODDetector(Detector):
                 )
 
     def _backbone_name(self) -> str:
+        """The bound model's class name, for messages."""
         return type(self.model).__name__ if self.model is not None else "the backbone"
 
     def _build(self, fit: Features) -> None:
@@ -658,6 +690,8 @@ class PytorchOODDetector(Detector):
             self.impl.to(self.device)  # moves only what the detector holds: private copies
 
     def _build_maps(self, fit: Features, parts: dict[str, Any]) -> None:
+        """Feed a feature-maps detector: cached penultimate features as 1×1 maps with the head,
+        or a module's 4-D output with the rest of the network as its tail."""
         key = self.features_key
         penultimate = key == "penultimate"
         if not penultimate and self.model is not None:
@@ -704,6 +738,7 @@ class PytorchOODDetector(Detector):
     # -- representations ------------------------------------------------------------------------
 
     def _cached_layers(self, feats: Features) -> list[str]:
+        """Cached feature keys of a structured detector: ``layers``, else every tap but ``.max``."""
         if self.layers is not None:
             keys = self.layers
         else:  # every tap, mean-pooled as the library's own fit does (4-D → mean over space)
@@ -715,6 +750,7 @@ class PytorchOODDetector(Detector):
         return keys
 
     def _tensor(self, feats: Features, key: str) -> torch.Tensor:
+        """Cached logits, penultimate features or tap ``key`` as float32."""
         if key == "logits":
             return _float32(feats.logits)
         if key == "penultimate":
@@ -732,6 +768,8 @@ class PytorchOODDetector(Detector):
         return self._tensor(feats, self.features_key)
 
     def _loader(self, feats: Features, grad: bool = False, shuffle: bool = False) -> DataLoader:
+        """An ordered (unless ``shuffle``) loader of the features' source images; ``grad``: the
+        image batches require grad."""
         if feats.source is None:
             raise ConfigError(
                 f"{self.name}: pytorch-ood's {self.cls_name} reads images, but these features "
@@ -748,6 +786,7 @@ class PytorchOODDetector(Detector):
 
     @contextmanager
     def _seeded(self):
+        """Run the body with torch's CPU generator seeded, then restore it."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             yield
@@ -758,6 +797,8 @@ class PytorchOODDetector(Detector):
         self._val = (val_id, val_ood)
 
     def fit(self, fit: Features, calib: Features | None = None) -> PytorchOODDetector:
+        """Build the library's detector and fit it on ``fit`` (``calib`` when ``fit_on=calib``),
+        or grid-search it when ``search`` is set."""
         if self.fit_on == "calib":
             if calib is None:
                 raise ConfigError(f"{self.name}: fit_on=calib but no calib split was given")
@@ -774,6 +815,7 @@ class PytorchOODDetector(Detector):
         return self
 
     def _fit(self, fit: Features) -> None:
+        """Call the library's fit method that matches how the detector is fed (if it needs one)."""
         impl, y = self.impl, fit.labels.long()
         if not getattr(impl, "requires_fit", False):
             return
@@ -799,6 +841,8 @@ class PytorchOODDetector(Detector):
                 impl.fit(self._loader(fit, grad=self.cls_name in _INPUT_GRAD))
 
     def _score(self, feats: Features) -> np.ndarray:
+        """The library's outlier scores (higher = more OOD), from cached representations or
+        from the images batch by batch."""
         if not self.kind:
             raise ConfigError(f"{self.name}: call fit() before score()")
         with self._seeded():
@@ -818,6 +862,7 @@ class PytorchOODDetector(Detector):
         return torch.as_tensor(s).detach().cpu().double().numpy()
 
     def _predict_cached(self, feats: Features) -> torch.Tensor:
+        """Scores from the cached logits, features, maps or layers."""
         impl = self.impl
         if self.kind == "logits":
             return impl.predict_logits(self._inputs(feats))
@@ -828,6 +873,7 @@ class PytorchOODDetector(Detector):
         return impl.predict_structured([self._tensor(feats, k) for k in self._cached_layers(feats)])
 
     def _predict_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of one image batch, with gradients only for gradient detectors."""
         impl, x = self.impl, x.to(self.device)
         if self.kind == "maps_model":
             with torch.no_grad():
@@ -918,6 +964,7 @@ class PytorchOODDetector(Detector):
         )
 
     def params(self) -> dict[str, Any]:
+        """Class, what it is fed, its hyperparameters and any searched values."""
         out = {"cls": self.cls_name, "fed": self.kind or self.features_key, **self._params}
         if self.best_params:
             out["searched"] = dict(self.best_params)

@@ -72,6 +72,7 @@ def layer_keys(
 
 
 def _get(feats: Features, key: str) -> np.ndarray:
+    """Logits or cached tap ``key`` as a float64 numpy array."""
     t = feats.logits if key == "logits" else feats.taps[key]
     return t.detach().cpu().double().numpy()
 
@@ -80,11 +81,16 @@ class _LayerTest:
     """One layer's test: fitted on the ID reference, returns a p-value per sample."""
 
     def __init__(self, statistic: str, tail: str, within: str, k: int, reference: str = "pooled"):
+        """``statistic``, ``tail``, ``within`` and ``k`` as in :class:`StatDetector`;
+        ``reference``: one pooled channel reference or one per predicted class."""
         self.statistic, self.tail, self.within, self.k = statistic, tail, within, k
         self.reference = reference
 
     # distances ----------------------------------------------------------------------------
     def _distance(self, z: np.ndarray, pred: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+        """Each sample's distance to the ID reference: to its predicted class's mean (euclidean,
+        cosine, mahalanobis) or to its k-th nearest normalised fit feature (knn;
+        ``exclude_self`` skips the sample itself)."""
         if self.statistic == "euclidean":
             return np.linalg.norm(z - self.means[pred], axis=1)
         if self.statistic == "cosine":
@@ -100,6 +106,8 @@ class _LayerTest:
         return dist[:, -1]
 
     def fit(self, z: np.ndarray, pred: np.ndarray, num_classes: int) -> None:
+        """Fit on ID features ``z`` with predicted classes ``pred``: channel-wise empirical
+        references, or the distance model and the reference of the fit samples' distances."""
         if self.statistic == "channel":
             self.ref = EmpiricalReference(z)
             if self.reference == "class":  # one reference per predicted class (pooled fallback)
@@ -131,12 +139,16 @@ class _LayerTest:
         self.ref = EmpiricalReference(self._distance(z, pred, exclude_self=True))
 
     def pvalues(self, z: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """One p-value per sample: channel p-values combined with ``within``, or the right-tail
+        p-value of its distance."""
         if self.statistic == "channel":
             p = self._channel_pvalues(z, pred)
             return combine_pvalues(p, self.within, axis=1)
         return self.ref.pvalues(self._distance(z, pred), "right")  # far from ID = large
 
     def _channel_pvalues(self, z: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """N×C clipped channel-wise p-values, against the predicted class's reference when
+        ``reference=class`` (the pooled one for classes without enough samples)."""
         if self.reference != "class":
             return np.clip(self.ref.pvalues(z, self.tail), P_FLOOR, self.p_ceil)
         p = np.empty_like(z, dtype=np.float64)
@@ -156,6 +168,7 @@ class _LayerTest:
 
     @property
     def nbytes(self) -> int:
+        """Memory held by the fitted reference."""
         extra = sum(getattr(self, a).nbytes for a in ("means", "precision") if hasattr(self, a))
         extra += sum(r.nbytes for r in getattr(self, "class_refs", {}).values())
         return self.ref.nbytes + extra + getattr(self, "zn_bytes", 0)
@@ -193,6 +206,7 @@ class StatDetector(Detector):
         alpha: float = 0.05,
         reference: Literal["pooled", "class"] = "pooled",
     ):
+        """Validate the options and keep them in ``cfg``."""
         super().__init__(name)
         checks = {
             "reduction": (reduction, ("max", "mean")),
@@ -237,6 +251,8 @@ class StatDetector(Detector):
         return self
 
     def fit_reference(self, fit: Features) -> StatDetector:
+        """Fit one layer test per selected layer on ``fit`` (and, in ``successive`` mode, the
+        references of the running statistic); no calibration."""
         c = self.cfg
         self.keys = layer_keys(fit, c["reduction"], c["layers"], c["include_logits"])
         self.num_classes = fit.logits.shape[1]
@@ -311,6 +327,7 @@ class StatDetector(Detector):
         return t
 
     def _score(self, feats: Features) -> np.ndarray:
+        """The combined statistic (higher = more OOD)."""
         return self.statistic(feats)
 
     def pvalues(self, feats: Features) -> np.ndarray:
@@ -331,6 +348,8 @@ class StatDetector(Detector):
         return p
 
     def _conformal(self, calib_sorted: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Conformal p-values of ``t`` against sorted calibration statistics, corrected when
+        ``correction`` is set."""
         p = conformal_pvalues(calib_sorted, t)
         if self.cfg["correction"]:
             p = calibration_conditional(
@@ -343,6 +362,7 @@ class StatDetector(Detector):
         return self.pvalues(feats) <= (self.alpha if alpha is None else alpha)
 
     def params(self) -> dict[str, Any]:
+        """The detector's configuration (``cfg``)."""
         return dict(self.cfg)
 
     def reference_nbytes(self) -> int:

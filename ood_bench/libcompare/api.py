@@ -44,6 +44,7 @@ MODULE_API = {
 
 
 def _dotted(node: ast.AST) -> str:
+    """``a.b.c`` of a name/attribute chain, "" for anything else."""
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
@@ -78,6 +79,7 @@ def model_interface(root: Path) -> collections.Counter:
 
 
 def _interface_text(uses: collections.Counter, top: int = 6) -> str:
+    """The most frequent interface uses, as one line."""
     if not uses:
         return "a callable x → output only"
     return "; ".join(f"{u} in {n} files" for u, n in uses.most_common(top))
@@ -214,6 +216,7 @@ def detector_measures(lib: Library, results: pd.DataFrame | None) -> list[Measur
 
 
 def example_code(lib: Library) -> Path:
+    """The file of the library's minimal example."""
     return EXAMPLES / f"{lib.example}.py"
 
 

@@ -26,6 +26,7 @@ RUFF_IGNORE = "E501"  # line length is a style choice, not a defect
 
 
 def python_files(root: Path) -> list[Path]:
+    """Every .py file under ``root`` (no __pycache__), sorted."""
     return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
 
 
@@ -242,11 +243,14 @@ def measure_package(lib: Library) -> list[Measure]:
 # --- tests -------------------------------------------------------------------------------------
 
 
-def pytorch_ood_sdist_tests(version: str, cache: Path) -> Path | None:
-    """pytorch-ood's tests, from its source distribution on the index (its wheel has none)."""
+def pytorch_ood_sdist_tests(version: str, cache: Path, download: bool = True) -> Path | None:
+    """pytorch-ood's tests, from its source distribution on the index (its wheel has none),
+    downloaded once into ``cache``."""
     target = cache / f"pytorch_ood-{version}"
     if (target / "tests").is_dir():
         return target / "tests"
+    if not download:
+        return None
     cache.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(
         [
@@ -273,12 +277,13 @@ def pytorch_ood_sdist_tests(version: str, cache: Path) -> Path | None:
     return target / "tests" if (target / "tests").is_dir() else None
 
 
-def tests_dir(lib: Library, cache: Path) -> Path | None:
+def tests_dir(lib: Library, cache: Path, download: bool = True) -> Path | None:
+    """Where the library's test source is on this machine (None when it is not)."""
     if lib.key == "ood_bench":
         return REPO / "tests"
     if lib.key == "pytorch-ood":
         version = lib.version()
-        return pytorch_ood_sdist_tests(version, cache) if version else None
+        return pytorch_ood_sdist_tests(version, cache, download) if version else None
     src = lib.source_dir()
     return src / "tests" if src is not None and (src / "tests").is_dir() else None
 
@@ -333,7 +338,9 @@ def run_tests(root: Path, timeout: float) -> tuple[dict[str, int], str]:
     return counts, tail[0].strip("= ")[:200]
 
 
-def measure_tests(lib: Library, cache: Path, run: bool, timeout: float) -> list[Measure]:
+def measure_tests(
+    lib: Library, cache: Path, run: bool, timeout: float, download: bool = True
+) -> list[Measure]:
     """Tests in the installed package, tests in the source, and their outcome here."""
     out = []
     root = lib.package_dir()
@@ -358,10 +365,12 @@ def measure_tests(lib: Library, cache: Path, run: bool, timeout: float) -> list[
                 f"{lib.package} is not installed here",
             )
         )
-    tdir = tests_dir(lib, cache)
+    tdir = tests_dir(lib, cache, download)
     method = f"test functions in {lib.tests_hint}"
     if tdir is None:
         why = f"no test source found ({lib.tests_hint})"
+        if not download and lib.key == "pytorch-ood":
+            why = "its sdist was not downloaded (--offline)"
         out.append(na(lib.key, A, "test functions in the source", method, why))
         out.append(na(lib.key, A, "tests passing here", "pytest", why, "%"))
         return out

@@ -27,6 +27,7 @@ TORCH_SPECS = ("torch", "torchvision")
 
 
 def _pip(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run this interpreter's pip with ``args``, output captured."""
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     return subprocess.run(
         [sys.executable, "-m", "pip", *args],
@@ -38,6 +39,7 @@ def _pip(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def _last_error(text: str) -> str:
+    """The last error line of a tool's output (or its last line), shortened."""
     lines = [ln for ln in text.splitlines() if ln.startswith("ERROR") or "Error" in ln]
     return (lines[-1] if lines else text.strip().splitlines()[-1] if text.strip() else "")[:200]
 
@@ -119,6 +121,7 @@ def resolved_measures(lib: Library, torch_closure: set[str] | None) -> list[Meas
 
 
 def torch_closure() -> set[str] | None:
+    """What the installed torch and torchvision pull into an empty environment."""
     specs = " ".join(f"{n}=={md.version(n)}" for n in TORCH_SPECS)
     names, _ = resolve(specs)
     return names
@@ -153,13 +156,9 @@ def dependency_measures(lib: Library) -> list[Measure]:
         ]
     unmet = []
     for req in reqs:
-        try:
-            version = md.version(req.name)
-        except md.PackageNotFoundError:
-            unmet.append(f"{req} (not installed)")
-            continue
-        if req.specifier and not req.specifier.contains(version, prereleases=True):
-            unmet.append(f"{req} (have {version})")
+        if not _installed_ok(req):
+            have = md.version(req.name) if _has(req.name) else None
+            unmet.append(f"{req} ({'have ' + have if have else 'not installed'})")
     names = ", ".join(sorted(str(r) for r in reqs))
     return [
         Measure(lib.key, A, "direct dependencies", len(reqs), method, detail=names),
@@ -172,6 +171,177 @@ def dependency_measures(lib: Library) -> list[Measure]:
             detail="; ".join(unmet),
         ),
     ]
+
+
+def _top_modules(target: Path) -> list[str]:
+    """Top-level import names of what ``pip install --target`` put in ``target``."""
+    names: set[str] = set()
+    for info in target.glob("*.dist-info"):
+        top = info / "top_level.txt"
+        if top.is_file():
+            names.update(n.strip() for n in top.read_text().split() if n.strip())
+            continue
+        for line in (
+            (info / "RECORD").read_text().splitlines() if (info / "RECORD").is_file() else []
+        ):
+            first = line.split(",")[0].split("/")[0]
+            if first.endswith((".dist-info", ".data")) or first in ("bin", "..", "__pycache__"):
+                continue
+            names.add(first.removesuffix(".py"))
+    return sorted(n for n in names if n.isidentifier() and not n.startswith("_"))
+
+
+def _import_failure(module: str, target: str) -> str | None:
+    """Import ``module`` in a fresh interpreter with ``target`` after this environment on the
+    path (the environment's versions win, as they would in an install): None or the error."""
+    code = f"import sys; sys.path.append({target!r}); import {module}"
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=target
+    )
+    return None if r.returncode == 0 else _last_error(r.stderr)
+
+
+def try_requirement(req: Requirement) -> str:
+    """Install one requirement into a scratch folder and import its modules in a fresh
+    interpreter on top of this environment: ``"ok"`` or what failed, and why. Installed without
+    its dependencies first; again with them when an import misses one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        error = ""
+        for extra in (["--no-deps"], []):
+            try:
+                r = _pip("install", "--quiet", *extra, "--target", tmp, str(req))
+            except subprocess.TimeoutExpired:
+                return "install fails: pip timed out"
+            if r.returncode != 0:
+                return f"install fails: {_last_error(r.stderr)}"
+            failures = {m: _import_failure(m, tmp) for m in _top_modules(Path(tmp))}
+            failures = {m: e for m, e in failures.items() if e}
+            if not failures:
+                return "ok"
+            module, error = next(iter(failures.items()))
+            if "ModuleNotFoundError" not in error:
+                break  # a real failure, not a dependency left out by --no-deps
+        return f"import {module} fails: {error}"
+
+
+def unmet_probe(lib: Library) -> Measure:
+    """Of the declared dependencies missing here, those that fail to install or to import."""
+    name = "unmet dependencies failing here"
+    method = "pip install --no-deps --target <scratch> <requirement>, then import its modules"
+    reqs = declared_requirements(lib)
+    if reqs is None:
+        return na(lib.key, A, name, method, f"{lib.dist} is not installed here")
+    unmet = [r for r in reqs if not _installed_ok(r)]
+    outcomes = {r.name: try_requirement(r) for r in unmet}
+    failing = {n: o for n, o in outcomes.items() if o != "ok"}
+    detail = "; ".join(f"{n}: {o}" for n, o in outcomes.items())
+    return Measure(lib.key, A, name, len(failing), method, detail=detail)
+
+
+def _has(dist: str) -> bool:
+    """Whether distribution ``dist`` is installed."""
+    try:
+        md.version(dist)
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+def _installed_ok(req: Requirement) -> bool:
+    """Whether ``req`` is installed at a version its specifier accepts."""
+    try:
+        version = md.version(req.name)
+    except md.PackageNotFoundError:
+        return False
+    return not req.specifier or req.specifier.contains(version, prereleases=True)
+
+
+def imported_modules(root: Path) -> set[str]:
+    """Top-level names of every absolute import in a package's code (AST), except imports
+    guarded by ``try: … except ImportError`` (optional dependencies, handled)."""
+    import ast
+
+    guard = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+    names: set[str] = set()
+    for f in sorted(root.rglob("*.py")):
+        try:
+            tree = ast.parse(f.read_text(errors="replace"))
+        except SyntaxError:
+            continue
+        guarded = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try) and any(
+                h.type is None
+                or {ast.unparse(h.type).split(".")[-1]} & guard
+                or any(n.id in guard for n in ast.walk(h.type) if isinstance(n, ast.Name))
+                for h in node.handlers
+            ):
+                guarded.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+        for node in ast.walk(tree):
+            if id(node) in guarded:
+                continue
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def _installed_closure(names: set[str]) -> set[str]:
+    """``names`` and, through the installed metadata, everything they require (no extras)."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            reqs = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        for text in reqs:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(req.name))
+    return seen
+
+
+def undeclared_imports(lib: Library) -> Measure:
+    """Third-party modules the code imports that no declared requirement (extras included)
+    provides: what a user learns about only when a code path fails."""
+    name = "imports of undeclared packages"
+    method = (
+        "unguarded absolute imports in the package (AST) minus the standard library, itself "
+        "and what its declared requirements (extras included) and their dependencies provide"
+    )
+    root = lib.package_dir()
+    try:
+        declared_text = md.requires(lib.dist) or []
+    except md.PackageNotFoundError:
+        declared_text = None
+    if root is None or declared_text is None:
+        return na(lib.key, A, name, method, f"{lib.dist} is not installed here")
+    declared = set()
+    for text in declared_text:
+        try:
+            declared.add(canonicalize_name(Requirement(text).name))
+        except InvalidRequirement:
+            continue
+    provided = _installed_closure(declared)
+    providers = md.packages_distributions()
+    missing = []
+    for module in sorted(imported_modules(root)):
+        if module in sys.stdlib_module_names or module in (lib.package, "__future__"):
+            continue
+        dists = {canonicalize_name(d) for d in providers.get(module, [])}
+        if dists & provided or (not dists and canonicalize_name(module) in declared):
+            continue  # provided, or declared under its own name but not installed here
+        missing.append(module if dists else f"{module} (not installed)")
+    return Measure(lib.key, A, name, len(missing), method, detail=", ".join(missing))
 
 
 def package_size(lib: Library) -> Measure:
@@ -302,6 +472,13 @@ def measure(lib: Library, closure: set[str] | None, runs: int, resolve_deps: boo
     else:
         out.append(na(lib.key, A, "packages pulled in", "pip --dry-run", "not run (--offline)"))
     out += dependency_measures(lib)
+    out.append(undeclared_imports(lib))
+    if resolve_deps:
+        out.append(unmet_probe(lib))
+    else:
+        out.append(
+            na(lib.key, A, "unmet dependencies failing here", "pip install", "not run (--offline)")
+        )
     out.append(package_size(lib))
     out += import_measures(lib, runs)
     return out

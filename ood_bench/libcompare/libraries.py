@@ -33,6 +33,7 @@ class Library:
         return Path(next(iter(spec.submodule_search_locations))).resolve()
 
     def version(self) -> str | None:
+        """The installed version, None when not installed."""
         try:
             return md.version(self.dist)
         except md.PackageNotFoundError:

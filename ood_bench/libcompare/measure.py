@@ -22,6 +22,7 @@ class Measure:
     detail: str = ""  # what lies behind the figure (names, error text), for the findings
 
     def __post_init__(self) -> None:
+        """Check the aspect, and that an n/a says why."""
         if self.aspect not in ASPECTS:
             raise ValueError(f"unknown aspect {self.aspect!r}; one of {ASPECTS}")
         if self.value is None and not self.why:
@@ -29,6 +30,7 @@ class Measure:
 
     @property
     def numeric(self) -> bool:
+        """Whether the value is a number (not text, a yes/no or n/a)."""
         return isinstance(self.value, int | float) and not isinstance(self.value, bool)
 
     def cell(self) -> str:
@@ -46,6 +48,7 @@ class Measure:
         return str(v)
 
     def row(self) -> dict[str, Any]:
+        """The measure as one row of measurements.csv."""
         return asdict(self)
 
 

@@ -1,8 +1,8 @@
 """Performance, runtime and robustness of each library's detectors, from the collected results.
 
-Same benchmark, backbone and seeds for all: ``digits`` with ``digits_cnn`` on the seeds every
-library has; near-OOD from ``digits_open``; robustness = clean minus corrupted mean AUROC (the
-ImageNet-C sweeps) on the seeds that have both.
+Same benchmark, backbone and seeds for all: ``digits`` with ``digits_cnn`` on the seeds that
+every detector of every library has (:func:`common_seeds`); near-OOD from ``digits_open``;
+robustness = clean minus corrupted mean AUROC (the ImageNet-C sweeps) on the seeds with both.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def _auroc_per_detector(
 
 
 def _clean(df: pd.DataFrame) -> pd.DataFrame:
+    """Successful rows of uncorrupted jobs."""
     return df[(df["status"] == "ok") & (df["corruption"] == "none")]
 
 

@@ -10,6 +10,7 @@ from ood_bench.report import to_latex
 
 
 def _label(m: Measure) -> str:
+    """The row label: name and unit."""
     return f"{m.name} ({m.unit})" if m.unit else m.name
 
 
@@ -53,17 +54,21 @@ class _Figures:
     """Look-ups of measures by (library, name) for the findings' sentences."""
 
     def __init__(self, measures: list[Measure], libs: list[Library]):
+        """Index ``measures`` by (library, name)."""
         self.by = {(m.library, m.name): m for m in measures}
         self.libs = libs
 
     def get(self, lib: Library, name: str) -> Measure | None:
+        """The measure, None when it was not taken."""
         return self.by.get((lib.key, name))
 
     def cell(self, lib: Library, name: str) -> str:
+        """The measure's table cell."""
         m = self.get(lib, name)
         return m.cell() if m is not None else "n/a (not measured)"
 
     def value(self, lib: Library, name: str) -> float | None:
+        """The measure's number, None when it is not one."""
         m = self.get(lib, name)
         return float(m.value) if m is not None and m.numeric else None  # type: ignore[arg-type]
 
@@ -92,7 +97,23 @@ def findings(measures: list[Measure], libs: list[Library]) -> list[str]:
     out.append(
         f"Packages pip pulls into an empty environment: {f.each('packages pulled in')}; beyond "
         f"torch + torchvision: {f.each('packages beyond torch')}. Declared dependencies unmet "
-        f"here: {f.each('declared dependencies unmet here')}."
+        f"here: {f.each('declared dependencies unmet here')}; of those, failing to install or "
+        f"import: {f.each('unmet dependencies failing here')}."
+    )
+    for lib in libs:
+        m = f.get(lib, "unmet dependencies failing here")
+        if m is not None and m.numeric and m.value:
+            failed = [p for p in m.detail.split("; ") if not p.endswith(": ok")]
+            out.append(f"{lib.label}: {'; '.join(failed)}.")
+    out.append(
+        "Imports of packages no declared requirement provides (unguarded, so a code path fails "
+        f"with ImportError): {f.each('imports of undeclared packages')}"
+        + "".join(
+            f"; {lib.label}: {m.detail}"
+            for lib in libs
+            if (m := f.get(lib, "imports of undeclared packages")) is not None and m.detail
+        )
+        + "."
     )
     fails = []
     for lib in libs:
@@ -133,14 +154,14 @@ def findings(measures: list[Measure], libs: list[Library]) -> list[str]:
     for lib in libs:
         m = f.get(lib, "workarounds")
         if m is not None and m.numeric:
-            lines = f.cell(lib, "adapter code")
             out.append(
-                f"ood-bench's {lib.label} adapter: {lines} SLOC, {m.value} workaround(s): "
-                f"{m.detail}."
+                f"ood-bench's {lib.label} adapter: {f.cell(lib, 'adapter code')} SLOC with "
+                f"{m.value} workarounds (each listed under Details)."
             )
     out.append(
-        f"On digits (seed(s) in the table's method), mean AUROC of each library's own detectors: "
-        f"{f.each('mean AUROC', '%')}; best: "
+        f"On digits (the same seeds for all, see above), mean AUROC of each library's own "
+        f"detectors: {f.each('mean AUROC', '%')} (means over different detector collections: "
+        f"on one method the libraries agree, as the examples show); best: "
         + ", ".join(
             f"{lib.label} {f.cell(lib, 'best detector')} ({f.cell(lib, 'best AUROC')} %)"
             for lib in libs
@@ -186,6 +207,7 @@ def markdown(measures: list[Measure], libs: list[Library], header: str = "") -> 
 
 
 def latex(measures: list[Measure], libs: list[Library]) -> str:
+    """The comparison table as booktabs LaTeX (n/a reasons left to the Markdown)."""
     table = comparison_table(measures, libs).drop(columns="aspect")
     caption = (
         "Library comparison, measured by scripts/compare_libraries.py "

@@ -26,6 +26,7 @@ from ood_bench.config import build
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the example named on the command line and print its JSON."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("example", help="module name in ood_bench.libcompare.examples")
     p.add_argument("--cache-dir", type=Path, required=True)
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     backbone = build(cfg.backbone, "backbone", benchmark=bench, cache_dir=str(args.cache_dir))
 
     def loader(s: object) -> DataLoader:
+        """A plain loader of one set's images and labels."""
         return DataLoader(s.dataset, batch_size=256)  # type: ignore[attr-defined]
 
     sets = [bench.split("test"), *bench.ood]
