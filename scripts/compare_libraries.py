@@ -89,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     closure = None if args.offline else install.torch_closure()
-    torch_s = install.torch_import_time(args.runs)
     seeds = performance.common_seeds(df, libs) if df is not None else []
     measures: list[Measure] = []
+    stubs: dict[str, tuple[str, ...]] = {}
     for lib in libs:
         log.info("measuring %s (%s)", lib.label, lib.version() or "not installed")
-        measures += install.measure(lib, closure, args.runs, not args.offline)
+        measures += install.measure(lib, closure, not args.offline)
+        failures, stubs[lib.key] = install.import_failures(lib)
+        measures.append(failures)
         measures += api.detector_measures(lib, df)
         measures += api.example_measures(lib, args.cache_dir, args.repeats)
         measures += code.measure_package(lib)
@@ -107,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         measures += integration.measure(lib)
         measures += performance.measure(df, lib, seeds)
+    log.info("import times: %d fresh interpreters per library and torch, round-robin", args.runs)
+    times, torch_s = install.import_times(libs, stubs, args.runs)
+    measures += times
 
     versions = ", ".join(f"{lib.label} {lib.version() or 'not installed'}" for lib in libs)
     header = (

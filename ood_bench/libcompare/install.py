@@ -422,44 +422,62 @@ def probe_import(module: str, stubs: tuple[str, ...] = ()) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def import_measures(lib: Library, runs: int = 5) -> list[Measure]:
-    """Modules that fail to import (and why), and the median import time in fresh processes."""
+def import_failures(lib: Library) -> tuple[Measure, tuple[str, ...]]:
+    """Modules that fail when the library's API module is imported (and why), and the
+    third-party modules that had to be stubbed for the import to succeed."""
     mod = lib.api_module
-    method_f = f"import {mod} in a fresh interpreter; each failing third-party module is stubbed"
+    method = f"import {mod} in a fresh interpreter; each failing third-party module is stubbed"
     if lib.package_dir() is None:
-        why = f"{lib.package} is not installed here"
-        return [
-            na(lib.key, A, "import failures", method_f, why),
-            na(lib.key, A, "import time", "median over fresh interpreters", why, "s"),
-        ]
-    first = probe_import(mod)
-    failures = first["failures"]
+        return na(lib.key, A, "import failures", method, f"{lib.package} is not installed"), ()
+    failures = probe_import(mod)["failures"]
     stubbed = tuple(f["module"] for f in failures if f["module"])
     detail = "; ".join(f"{f['module']}: {f['error']}" for f in failures)
-    out = [Measure(lib.key, A, "import failures", len(failures), method_f, detail=detail)]
-    method_t = (
-        f"median of {runs} fresh interpreters, time of `import {mod}`"
-        + (f" with {', '.join(stubbed)} stubbed" if stubbed else "")
-        + " (torch included)"
-    )
-    times = [probe_import(mod, stubbed).get("seconds") for _ in range(runs)]
-    valid = [t for t in times if t is not None]
-    if not valid:
-        out.append(na(lib.key, A, "import time", method_t, "the import fails even with stubs", "s"))
-    else:
-        out.append(Measure(lib.key, A, "import time", statistics.median(valid), method_t, "s"))
-    return out
+    return Measure(lib.key, A, "import failures", len(failures), method, detail=detail), stubbed
 
 
-def torch_import_time(runs: int = 5) -> float | None:
-    """Median time of ``import torch`` alone, the baseline every library pays."""
-    times = [probe_import("torch").get("seconds") for _ in range(runs)]
-    valid = [t for t in times if t is not None]
-    return statistics.median(valid) if valid else None
+def import_times(
+    libs: list[Library], stubs: dict[str, tuple[str, ...]], runs: int = 5
+) -> tuple[list[Measure], float | None]:
+    """Median import time of each library's API module and of torch alone, in fresh
+    interpreters taken round-robin (so the machine's load hits all alike)."""
+    targets = [("torch", "torch", ())] + [
+        (lib.key, lib.api_module, stubs.get(lib.key, ()))
+        for lib in libs
+        if lib.package_dir() is not None
+    ]
+    times: dict[str, list[float]] = {key: [] for key, _, _ in targets}
+    for _ in range(runs):
+        for key, module, stubbed in targets:
+            t = probe_import(module, stubbed).get("seconds")
+            if t is not None:
+                times[key].append(t)
+    torch_s = statistics.median(times["torch"]) if times["torch"] else None
+    out = []
+    for lib in libs:
+        stubbed = stubs.get(lib.key, ())
+        method = (
+            f"median of {runs} fresh interpreters, `import {lib.api_module}`"
+            + (f" with {', '.join(stubbed)} stubbed" if stubbed else "")
+            + ", torch included; round-robin with the other libraries and torch alone"
+        )
+        if lib.package_dir() is None:
+            out.append(
+                na(lib.key, A, "import time", method, f"{lib.package} is not installed", "s")
+            )
+        elif not times[lib.key]:
+            out.append(
+                na(lib.key, A, "import time", method, "the import fails even with stubs", "s")
+            )
+        else:
+            out.append(
+                Measure(lib.key, A, "import time", statistics.median(times[lib.key]), method, "s")
+            )
+    return out, torch_s
 
 
-def measure(lib: Library, closure: set[str] | None, runs: int, resolve_deps: bool) -> list[Measure]:
-    """Every installation figure of one library."""
+def measure(lib: Library, closure: set[str] | None, resolve_deps: bool) -> list[Measure]:
+    """Every installation figure of one library but its import time (:func:`import_times`
+    takes them all together)."""
     out = (
         [on_index(lib)]
         if resolve_deps
@@ -480,5 +498,4 @@ def measure(lib: Library, closure: set[str] | None, runs: int, resolve_deps: boo
             na(lib.key, A, "unmet dependencies failing here", "pip install", "not run (--offline)")
         )
     out.append(package_size(lib))
-    out += import_measures(lib, runs)
     return out

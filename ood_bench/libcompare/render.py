@@ -104,7 +104,7 @@ def findings(measures: list[Measure], libs: list[Library]) -> list[str]:
         m = f.get(lib, "unmet dependencies failing here")
         if m is not None and m.numeric and m.value:
             failed = [p for p in m.detail.split("; ") if not p.endswith(": ok")]
-            out.append(f"{lib.label}: {'; '.join(failed)}.")
+            out.append(f"{lib.label}: {'; '.join(failed).rstrip('.')}.")
     out.append(
         "Imports of packages no declared requirement provides (unguarded, so a code path fails "
         f"with ImportError): {f.each('imports of undeclared packages')}"
