@@ -7,6 +7,7 @@ process has imported counts.
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata as md
 import json
 import os
@@ -66,14 +67,14 @@ def install_spec(lib: Library) -> str | None:
     return f"{lib.dist}=={version}" if version else None
 
 
-def resolve(spec: str) -> tuple[set[str] | None, str]:
-    """The distributions ``pip install spec`` would install into an empty environment (names
-    canonicalised, the spec's own included), or None and pip's error."""
+def resolve(*specs: str) -> tuple[set[str] | None, str]:
+    """The distributions ``pip install *specs`` would install into an empty environment (names
+    canonicalised, the specs' own included), or None and pip's error."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         args = ["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
         try:
-            r = _pip(*args, *spec.split())
+            r = _pip(*args, *specs)
         except subprocess.TimeoutExpired:
             return None, "pip's resolver timed out (300 s)"
         if r.returncode != 0 or not report.is_file():
@@ -122,8 +123,7 @@ def resolved_measures(lib: Library, torch_closure: set[str] | None) -> list[Meas
 
 def torch_closure() -> set[str] | None:
     """What the installed torch and torchvision pull into an empty environment."""
-    specs = " ".join(f"{n}=={md.version(n)}" for n in TORCH_SPECS)
-    names, _ = resolve(specs)
+    names, _ = resolve(*(f"{n}=={md.version(n)}" for n in TORCH_SPECS))
     return names
 
 
@@ -206,7 +206,6 @@ def try_requirement(req: Requirement) -> str:
     interpreter on top of this environment: ``"ok"`` or what failed, and why. Installed without
     its dependencies first; again with them when an import misses one."""
     with tempfile.TemporaryDirectory() as tmp:
-        error = ""
         for extra in (["--no-deps"], []):
             try:
                 r = _pip("install", "--quiet", *extra, "--target", tmp, str(req))
@@ -227,7 +226,10 @@ def try_requirement(req: Requirement) -> str:
 def unmet_probe(lib: Library) -> Measure:
     """Of the declared dependencies missing here, those that fail to install or to import."""
     name = "unmet dependencies failing here"
-    method = "pip install --no-deps --target <scratch> <requirement>, then import its modules"
+    method = (
+        "pip install --target <scratch> <requirement> (without its dependencies, then with them "
+        "if an import misses one), then import its modules in a fresh interpreter"
+    )
     reqs = declared_requirements(lib)
     if reqs is None:
         return na(lib.key, A, name, method, f"{lib.dist} is not installed here")
@@ -259,8 +261,6 @@ def _installed_ok(req: Requirement) -> bool:
 def imported_modules(root: Path) -> set[str]:
     """Top-level names of every absolute import in a package's code (AST), except imports
     guarded by ``try: … except ImportError`` (optional dependencies, handled)."""
-    import ast
-
     guard = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
     names: set[str] = set()
     for f in sorted(root.rglob("*.py")):
@@ -272,7 +272,6 @@ def imported_modules(root: Path) -> set[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Try) and any(
                 h.type is None
-                or {ast.unparse(h.type).split(".")[-1]} & guard
                 or any(n.id in guard for n in ast.walk(h.type) if isinstance(n, ast.Name))
                 for h in node.handlers
             ):
