@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ood_bench.libcompare.code import python_files, sloc
+from ood_bench.libcompare.code import parsed, python_files, sloc
 from ood_bench.libcompare.libraries import Library
 from ood_bench.libcompare.measure import Measure, na
 
@@ -56,11 +56,7 @@ def model_interface(root: Path) -> collections.Counter:
     """What detector code asks of the network: for every call on it, the keyword arguments
     (``net(x, return_feature=True)``) and the methods (``net.get_fc()``), counted per file."""
     uses: collections.Counter = collections.Counter()
-    for f in python_files(root):
-        try:
-            tree = ast.parse(f.read_text(errors="replace"))
-        except SyntaxError:
-            continue
+    for _, tree in parsed(python_files(root)):
         found = set()
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
@@ -91,11 +87,7 @@ def openood_postprocess_uses_net(root: Path) -> tuple[int, int]:
     """Postprocessor classes of OpenOOD and how many of them score without calling the network
     (their ``postprocess(net, data)`` never touches ``net``; inherited ones do)."""
     classes = without = 0
-    for f in python_files(root):
-        try:
-            tree = ast.parse(f.read_text(errors="replace"))
-        except SyntaxError:
-            continue
+    for _, tree in parsed(python_files(root)):
         for c in (n for n in tree.body if isinstance(n, ast.ClassDef)):
             if not c.name.endswith("Postprocessor") or c.name == "BasePostprocessor":
                 continue

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ood_bench.libcompare.libraries import REPO, Library
@@ -28,6 +29,15 @@ RUFF_IGNORE = "E501"  # line length is a style choice, not a defect
 def python_files(root: Path) -> list[Path]:
     """Every .py file under ``root`` (no __pycache__), sorted."""
     return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def parsed(files: list[Path]) -> Iterator[tuple[Path, ast.Module]]:
+    """Each file with its AST; files that do not parse (another Python's syntax) are skipped."""
+    for f in files:
+        try:
+            yield f, ast.parse(f.read_text(errors="replace"))
+        except SyntaxError:
+            continue
 
 
 def sloc(files: list[Path]) -> int:
@@ -84,11 +94,7 @@ def hint_coverage(files: list[Path]) -> tuple[float, int]:
     """Share (%) of annotatable slots that carry a type hint: every parameter of every function
     (``self``/``cls`` of methods excluded) and every return; and the number of slots."""
     slots = hinted = 0
-    for f in files:
-        try:
-            tree = ast.parse(f.read_text(errors="replace"))
-        except SyntaxError:
-            continue
+    for _, tree in parsed(files):
         methods = {
             id(n)
             for c in ast.walk(tree)
@@ -135,11 +141,7 @@ def cuda_calls(files: list[Path]) -> tuple[int, int]:
     """Calls ``<anything>.cuda(...)`` in the code (AST: docstrings and comments do not count)
     and the number of files holding them."""
     calls = nfiles = 0
-    for f in files:
-        try:
-            tree = ast.parse(f.read_text(errors="replace"))
-        except SyntaxError:
-            continue
+    for _, tree in parsed(files):
         n = sum(
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -294,11 +296,7 @@ def count_tests(root: Path) -> tuple[int, int]:
         p for p in python_files(root) if p.name.startswith("test_") or p.stem.endswith("_test")
     ]
     funcs = 0
-    for f in files:
-        try:
-            tree = ast.parse(f.read_text(errors="replace"))
-        except SyntaxError:
-            continue
+    for _, tree in parsed(files):
         funcs += sum(
             isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name.startswith("test")
             for n in ast.walk(tree)

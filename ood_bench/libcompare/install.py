@@ -20,6 +20,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from ood_bench.libcompare.code import parsed, python_files
 from ood_bench.libcompare.libraries import REPO, Library
 from ood_bench.libcompare.measure import Measure, na
 
@@ -127,10 +128,10 @@ def torch_closure() -> set[str] | None:
     return names
 
 
-def declared_requirements(lib: Library) -> list[Requirement] | None:
-    """The distribution's unconditional requirements (no extras), None when not installed."""
+def _requirements(dist: str) -> list[Requirement] | None:
+    """A distribution's unconditional requirements (no extras), None when not installed."""
     try:
-        reqs = md.requires(lib.dist) or []
+        reqs = md.requires(dist) or []
     except md.PackageNotFoundError:
         return None
     out = []
@@ -142,6 +143,11 @@ def declared_requirements(lib: Library) -> list[Requirement] | None:
         if req.marker is None or req.marker.evaluate({"extra": ""}):
             out.append(req)
     return out
+
+
+def declared_requirements(lib: Library) -> list[Requirement] | None:
+    """The library's unconditional requirements (no extras), None when not installed."""
+    return _requirements(lib.dist)
 
 
 def dependency_measures(lib: Library) -> list[Measure]:
@@ -263,11 +269,7 @@ def imported_modules(root: Path) -> set[str]:
     guarded by ``try: … except ImportError`` (optional dependencies, handled)."""
     guard = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
     names: set[str] = set()
-    for f in sorted(root.rglob("*.py")):
-        try:
-            tree = ast.parse(f.read_text(errors="replace"))
-        except SyntaxError:
-            continue
+    for _, tree in parsed(python_files(root)):
         guarded = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Try) and any(
@@ -295,17 +297,7 @@ def _installed_closure(names: set[str]) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        try:
-            reqs = md.requires(name) or []
-        except md.PackageNotFoundError:
-            continue
-        for text in reqs:
-            try:
-                req = Requirement(text)
-            except InvalidRequirement:
-                continue
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(canonicalize_name(req.name))
+        todo += [canonicalize_name(r.name) for r in _requirements(name) or []]
     return seen
 
 
