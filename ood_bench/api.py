@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ood_bench.backbones import Backbone, discover_taps
+from ood_bench.backbones import Backbone, taps_of
 from ood_bench.config import build
 from ood_bench.data.base import ImageSet
 from ood_bench.detectors.base import Detector
@@ -61,18 +61,16 @@ def wrap_model(
     name: str | None = None,
     taps: list[str] | None = None,
     penultimate: str | None = None,
+    hash_weights: bool = True,
 ) -> Backbone:
-    """A frozen classifier as a :class:`Backbone`: identity = sha256 of its weights; taps and
-    penultimate layer named, else the model's own ``taps``/``penultimate`` attributes, else
-    discovered by one forward pass on ``example``."""
+    """A frozen classifier as a :class:`Backbone`: identity = sha256 of its weights (only what
+    a feature cache needs: ``hash_weights=False`` leaves it empty); taps and penultimate layer
+    named, else :func:`~ood_bench.backbones.taps_of` (declared, or found on ``example``)."""
     model.eval()
-    if getattr(model, "taps", None):  # the architecture declares them (ood-bench's own nets)
-        found_taps = list(model.taps)
-        found_pen = str(getattr(model, "penultimate", found_taps[-1]))
-    else:
-        found_taps, found_pen = discover_taps(model, example)
-    state = [t.detach().cpu().numpy() for t in model.state_dict().values()]
-    digest = hash_arrays(*state)
+    found_taps, found_pen = taps_of(model, example)
+    digest = ""
+    if hash_weights:
+        digest = hash_arrays(*(t.detach().cpu().numpy() for t in model.state_dict().values()))
     return Backbone(
         name or type(model).__name__,
         model,
@@ -83,9 +81,8 @@ def wrap_model(
     )
 
 
-def _image_set(data: DataLoader | Dataset, name: str, fingerprint: bool) -> ImageSet:
+def _image_set(dataset: Dataset, name: str, fingerprint: bool) -> ImageSet:
     """The data as an :class:`ImageSet`; ``fingerprint`` hashes every sample into its spec."""
-    dataset = data.dataset if isinstance(data, DataLoader) else data
     spec: dict[str, Any] = {"name": name, "n": len(dataset)}  # type: ignore[arg-type]
     if fingerprint:  # the cache key must change with the content: hash every sample
         xs, ys = zip(*(dataset[i] for i in range(len(dataset))), strict=True)  # type: ignore[arg-type]
@@ -114,7 +111,7 @@ def extract(
         backbone = model
     else:
         x0 = dataset[0][0].unsqueeze(0)  # type: ignore[index]
-        backbone = wrap_model(model, x0.to(device))
+        backbone = wrap_model(model, x0.to(device), hash_weights=cache_dir is not None)
     images = _image_set(dataset, name, fingerprint=cache_dir is not None)
     if cache_dir is None:
         with tempfile.TemporaryDirectory() as tmp:

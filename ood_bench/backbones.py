@@ -318,12 +318,17 @@ def _state_diff(model: nn.Module, state: dict) -> str:
     return f"(missing {missing}, unexpected {extra}, shape mismatches {shapes})"
 
 
-def model_taps(model: nn.Module, benchmark: Benchmark) -> tuple[list[str], str]:
-    """The model's declared ``taps``/``penultimate``, else discovered with one dummy forward."""
+def taps_of(model: nn.Module, example: torch.Tensor) -> tuple[list[str], str]:
+    """The model's declared ``taps``/``penultimate``, else discovered with one forward pass on
+    ``example``."""
     if getattr(model, "taps", None):
         return list(model.taps), str(getattr(model, "penultimate", model.taps[-1]))
-    example = torch.zeros(2, benchmark.in_channels, *benchmark.image_size)
     return discover_taps(model, example)
+
+
+def model_taps(model: nn.Module, benchmark: Benchmark) -> tuple[list[str], str]:
+    """:func:`taps_of` with a dummy batch of the benchmark's image shape."""
+    return taps_of(model, torch.zeros(2, benchmark.in_channels, *benchmark.image_size))
 
 
 def get_backbone(

@@ -19,7 +19,7 @@ PACKAGES = {
 }
 
 
-def _version(dist: str) -> str:
+def installed_version(dist: str) -> str:
     """Installed version of distribution ``dist``, or ``""`` when it is absent."""
     try:
         return metadata.version(dist)
@@ -56,6 +56,6 @@ def git_sha() -> str:
 def environment(device: str = "cpu") -> dict[str, str]:
     """Versions and machine facts; identical for every row of a job."""
     env = {"python": platform.python_version()}
-    env.update({col: _version(dist) for col, dist in PACKAGES.items()})
+    env.update({col: installed_version(dist) for col, dist in PACKAGES.items()})
     env.update({"device": device, "hostname": socket.gethostname(), "git_sha": git_sha()})
     return env

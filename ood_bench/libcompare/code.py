@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ood_bench.libcompare.libraries import REPO, Library
+from ood_bench.libcompare.libraries import REPO, Library, shown
 from ood_bench.libcompare.measure import Measure, na
 
 A = "code quality"
@@ -380,7 +380,7 @@ def measure_tests(
             "test functions in the source",
             funcs,
             method,
-            detail=f"{files} test files in {tdir}",
+            detail=f"{files} test files in {shown(tdir)}",
         )
     )
     if not run:

@@ -20,8 +20,9 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from ood_bench.environment import installed_version
 from ood_bench.libcompare.code import parsed, python_files
-from ood_bench.libcompare.libraries import REPO, Library
+from ood_bench.libcompare.libraries import REPO, Library, shown
 from ood_bench.libcompare.measure import Measure, na
 
 A = "installation"
@@ -92,6 +93,7 @@ def resolved_measures(lib: Library, torch_closure: set[str] | None) -> list[Meas
         why = f"{lib.dist} is not installed here, so there is no release or checkout to resolve"
         return [na(lib.key, A, "packages pulled in", method, why)]
     names, error = resolve(spec)
+    shown_spec = shown(spec) if Path(spec).exists() else spec
     if names is None:
         return [
             Measure(lib.key, A, "resolves with pip", False, method, detail=error),
@@ -100,7 +102,7 @@ def resolved_measures(lib: Library, torch_closure: set[str] | None) -> list[Meas
     own = canonicalize_name(lib.dist)
     deps = names - {own}
     out = [
-        Measure(lib.key, A, "resolves with pip", True, method, detail=spec),
+        Measure(lib.key, A, "resolves with pip", True, method, detail=shown_spec),
         Measure(
             lib.key, A, "packages pulled in", len(deps), method, detail=", ".join(sorted(deps))
         ),
@@ -124,12 +126,13 @@ def resolved_measures(lib: Library, torch_closure: set[str] | None) -> list[Meas
 
 def torch_closure() -> set[str] | None:
     """What the installed torch and torchvision pull into an empty environment."""
-    names, _ = resolve(*(f"{n}=={md.version(n)}" for n in TORCH_SPECS))
+    names, _ = resolve(*(f"{n}=={installed_version(n)}" for n in TORCH_SPECS))
     return names
 
 
-def _requirements(dist: str) -> list[Requirement] | None:
-    """A distribution's unconditional requirements (no extras), None when not installed."""
+def _requirements(dist: str, extras: bool = False) -> list[Requirement] | None:
+    """A distribution's requirements, unconditional ones only unless ``extras``; None when it
+    is not installed."""
     try:
         reqs = md.requires(dist) or []
     except md.PackageNotFoundError:
@@ -140,7 +143,7 @@ def _requirements(dist: str) -> list[Requirement] | None:
             req = Requirement(text)
         except InvalidRequirement:
             continue
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
+        if extras or req.marker is None or req.marker.evaluate({"extra": ""}):
             out.append(req)
     return out
 
@@ -163,7 +166,7 @@ def dependency_measures(lib: Library) -> list[Measure]:
     unmet = []
     for req in reqs:
         if not _installed_ok(req):
-            have = md.version(req.name) if _has(req.name) else None
+            have = installed_version(req.name)
             unmet.append(f"{req} ({'have ' + have if have else 'not installed'})")
     names = ", ".join(sorted(str(r) for r in reqs))
     return [
@@ -246,22 +249,12 @@ def unmet_probe(lib: Library) -> Measure:
     return Measure(lib.key, A, name, len(failing), method, detail=detail)
 
 
-def _has(dist: str) -> bool:
-    """Whether distribution ``dist`` is installed."""
-    try:
-        md.version(dist)
-    except md.PackageNotFoundError:
-        return False
-    return True
-
-
 def _installed_ok(req: Requirement) -> bool:
     """Whether ``req`` is installed at a version its specifier accepts."""
-    try:
-        version = md.version(req.name)
-    except md.PackageNotFoundError:
-        return False
-    return not req.specifier or req.specifier.contains(version, prereleases=True)
+    version = installed_version(req.name)
+    return bool(version) and (
+        not req.specifier or req.specifier.contains(version, prereleases=True)
+    )
 
 
 def imported_modules(root: Path) -> set[str]:
@@ -310,18 +303,10 @@ def undeclared_imports(lib: Library) -> Measure:
         "and what its declared requirements (extras included) and their dependencies provide"
     )
     root = lib.package_dir()
-    try:
-        declared_text = md.requires(lib.dist) or []
-    except md.PackageNotFoundError:
-        declared_text = None
-    if root is None or declared_text is None:
+    reqs = _requirements(lib.dist, extras=True)
+    if root is None or reqs is None:
         return na(lib.key, A, name, method, f"{lib.dist} is not installed here")
-    declared = set()
-    for text in declared_text:
-        try:
-            declared.add(canonicalize_name(Requirement(text).name))
-        except InvalidRequirement:
-            continue
+    declared = {canonicalize_name(r.name) for r in reqs}
     provided = _installed_closure(declared)
     providers = md.packages_distributions()
     missing = []

@@ -26,19 +26,15 @@ def workarounds(lib: Library, width: int = 110) -> list[str]:
             m = MARK.search(line)
             if not m:
                 continue
+            in_docstring = line.strip().startswith('"""')
             text = [m.group(1)]
             for nxt in lines[i + 1 :]:
                 body = nxt.strip()
-                if not body.startswith("#") or "WORKAROUND:" in body:
-                    if (
-                        body
-                        and not body.startswith(("#", '"""', "def ", "class "))
-                        and (line.strip().startswith('"""'))
-                    ):
-                        text.append(body)  # a docstring's continuation
-                        continue
+                if "WORKAROUND:" in body or not body or body.startswith('"""'):
                     break
-                text.append(body.lstrip("# "))
+                if body.startswith("#") != (not in_docstring):
+                    break  # a comment ends at code, a docstring at a comment
+                text.append(body.lstrip("# ") if not in_docstring else body)
             joined = " ".join(t.strip() for t in text).replace("``", "")
             found.append(joined if len(joined) <= width else joined[: width - 1].rstrip() + "…")
     return found

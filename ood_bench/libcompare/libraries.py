@@ -8,7 +8,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ood_bench.environment import installed_version
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def shown(path: str | Path) -> str:
+    """A path for the report: relative to the repository, else ``…/<name>`` (no machine paths
+    in committed results)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else f"…/{p.name}"
 
 
 @dataclass(frozen=True)
@@ -34,10 +43,7 @@ class Library:
 
     def version(self) -> str | None:
         """The installed version, None when not installed."""
-        try:
-            return md.version(self.dist)
-        except md.PackageNotFoundError:
-            return None
+        return installed_version(self.dist) or None
 
     def source_dir(self) -> Path | None:
         """The source checkout an editable install points at (its tests live there)."""

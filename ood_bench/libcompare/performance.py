@@ -12,6 +12,7 @@ import pandas as pd
 
 from ood_bench.libcompare.libraries import Library
 from ood_bench.libcompare.measure import Measure, na
+from ood_bench.report import aggregate, robustness_frame
 
 A = "performance"
 BENCHMARK = "digits"
@@ -21,13 +22,20 @@ NEAR = "digits_open"
 def _auroc_per_detector(
     df: pd.DataFrame, benchmark: str, seeds: list[int], group: str = ""
 ) -> pd.Series:
-    """Mean AUROC (over OOD sets of ``group``, or all, then over seeds) per detector."""
-    d = df[(df["benchmark"] == benchmark) & (df["metric"] == "auroc") & (df["ood_dataset"] != "")]
-    d = d[d["seed"].isin(seeds)]
+    """Mean AUROC (over OOD sets of ``group``, or all, then over seeds) per detector: the
+    report's own ``mean <group>`` column (:func:`ood_bench.report.aggregate`)."""
+    d = df[(df["benchmark"] == benchmark) & df["seed"].isin(seeds)]
+    if d.empty:
+        return pd.Series(dtype=float)
+    agg = aggregate(d, "auroc")
+    means = agg[agg["ood_group"] == "mean"]
     if group:
-        d = d[d["ood_group"] == group]
-    per_seed = d.groupby(["detector", "seed"])["value"].mean()
-    return per_seed.groupby("detector").mean()
+        column = f"mean {group}"
+    else:  # "mean all" exists only with several groups; else the one group's mean is all
+        column = "mean all" if (means["ood_dataset"] == "mean all").any() else None
+        if column is None and means["ood_dataset"].nunique() == 1:
+            column = means["ood_dataset"].iloc[0]
+    return means[means["ood_dataset"] == column].set_index("detector")["mean"]
 
 
 def _clean(df: pd.DataFrame) -> pd.DataFrame:
@@ -50,20 +58,18 @@ def common_seeds(df: pd.DataFrame, libs: list[Library]) -> list[int]:
 
 def robustness_drop(df: pd.DataFrame, lib: Library) -> tuple[float, int, int]:
     """Mean over the library's detectors of (clean - corrupted) mean AUROC, in points; the
-    number of detectors and of corrupted jobs it rests on."""
-    d = df[(df["status"] == "ok") & (df["library"] == lib.key) & (df["benchmark"] == BENCHMARK)]
-    d = d[(d["metric"] == "auroc") & (d["ood_dataset"] != "")]
-    keys = ["detector", "seed", "corruption", "severity"]
-    jobs = d.groupby(keys)["value"].mean().reset_index()
-    clean = jobs[jobs["corruption"] == "none"].set_index(["detector", "seed"])["value"]
+    number of detectors and of corrupted jobs it rests on (jobs from the report's
+    :func:`ood_bench.report.robustness_frame`)."""
+    d = df[(df["library"] == lib.key) & (df["benchmark"] == BENCHMARK)]
+    jobs = robustness_frame(d).dropna(subset=["auroc"])
+    clean = jobs[jobs["corruption"] == "none"].set_index(["detector", "seed"])["auroc"]
     bad = jobs[jobs["corruption"] != "none"]
-    bad = bad[bad.set_index(["detector", "seed"]).index.isin(clean.index)]
+    keys = pd.MultiIndex.from_frame(bad[["detector", "seed"]])
+    bad = bad[keys.isin(clean.index)]
     if bad.empty:
         return float("nan"), 0, 0
-    bad = bad.assign(
-        drop=clean.reindex(bad.set_index(["detector", "seed"]).index).values - bad["value"]
-    )
-    per_det = bad.groupby("detector")["drop"].mean()
+    ref = clean.reindex(pd.MultiIndex.from_frame(bad[["detector", "seed"]])).to_numpy()
+    per_det = bad.assign(drop=ref - bad["auroc"]).groupby("detector")["drop"].mean()
     return 100 * float(per_det.mean()), len(per_det), len(bad)
 
 
