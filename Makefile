@@ -33,7 +33,10 @@ test-slow: venv
 
 # every table and figure of the paper from sweeps this machine can run (real-data sweeps only
 # when OOD_BENCH_DATA holds MNIST and FashionMNIST)
+# refuses to run from uncommitted code unless ALLOW_DIRTY=1 (then the rows carry git_sha +dirty)
+export ALLOW_DIRTY
 paper: venv
+	$(PY) -c "from ood_bench.environment import require_clean_tree as r; r('results', 'make paper')"
 	$(PY) -m ood_bench.run -m experiment=digits_all
 	$(PY) -m ood_bench.run -m experiment=robustness_digits hydra/launcher=local_parallel
 	$(PY) scripts/collect.py outputs/digits_all --out results/raw/digits_all.csv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -11,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ood_bench.data.base import Benchmark
 from ood_bench.errors import CheckpointError, ConfigError
 from ood_bench.hashing import hash_obj, sha256_file
-from ood_bench.io import atomic_torch_save, atomic_write_text
+from ood_bench.io import atomic_torch_save, atomic_write_text, lock_unless_read_only
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +331,71 @@ def model_taps(model: nn.Module, benchmark: Benchmark) -> tuple[list[str], str]:
     return taps_of(model, torch.zeros(2, benchmark.in_channels, *benchmark.image_size))
 
 
+def _model_kwargs(benchmark: Benchmark, arch_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The architecture's arguments: the benchmark's classes and channels, then the option's."""
+    return {
+        "num_classes": benchmark.num_classes,
+        "in_channels": benchmark.in_channels,
+        **(arch_kwargs or {}),
+    }
+
+
+def trained_checkpoint_path(
+    arch: str,
+    benchmark: Benchmark,
+    cache_dir: str | Path,
+    seed: int,
+    train: dict[str, Any] | None,
+    arch_kwargs: dict[str, Any] | None,
+) -> tuple[Path, dict[str, Any]]:
+    """Where a self-trained checkpoint lives in ``cache_dir`` and the identity it is named by:
+    (architecture, its arguments, the training data spec, training config, seed)."""
+    identity = {
+        "arch": arch,
+        "kwargs": _model_kwargs(benchmark, arch_kwargs),
+        "train_data": benchmark.split("train").spec,
+        "train": vars(TrainConfig(**(train or {}))),
+        "seed": seed,
+    }
+    return Path(cache_dir) / "checkpoints" / f"{arch}-{hash_obj(identity)[:16]}.pt", identity
+
+
+def known_sha256(
+    arch: str,
+    benchmark: Benchmark,
+    cache_dir: str | Path,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    train: dict[str, Any] | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    **_: Any,
+) -> str | None:
+    """The sha256 of the weights a job with these backbone arguments will use, when it can be
+    known without training: the file's own for ``checkpoint``, else the cached checkpoint's
+    (checked against its card). None when the file is missing or not trained yet."""
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        return sha256_file(path) if path.is_file() else None
+    path, _identity = trained_checkpoint_path(arch, benchmark, cache_dir, seed, train, arch_kwargs)
+    card = _read_card(path.with_suffix(".json"))
+    if not path.is_file() or card is None:
+        return None
+    digest = sha256_file(path)
+    return digest if digest == card.get("sha256") else None
+
+
+def _read_card(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's JSON card, or None (with a warning) when it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        log.warning("checkpoint card %s is unreadable (%s): it will be rewritten", path, e)
+        return None
+    return card if isinstance(card, dict) else None
+
+
 def get_backbone(
     arch: str,
     benchmark: Benchmark,
@@ -347,19 +412,15 @@ def get_backbone(
 ) -> Backbone:
     """Load the backbone's checkpoint, training and saving it first when it is missing.
 
-    With ``checkpoint`` given, that file is loaded (its sha256 checked against ``sha256`` when
-    given) and never trained. Otherwise the checkpoint lives in ``cache_dir/checkpoints`` under a
-    hash of (architecture, its arguments, the training data spec, training config, seed), next
-    to a JSON file with its sha256, the config that made it and its ID test accuracy.
-    ``taps``/``penultimate`` override the architecture's own (or discovered) ones; a
-    penultimate of ``input:<module>`` reads the input of that module (e.g. ``input:heads``).
-    The ID accuracy is measured once, after training, never on every load.
+    With ``checkpoint`` given, that file is loaded and never trained. Otherwise the checkpoint
+    lives in ``cache_dir/checkpoints`` under a hash of (architecture, its arguments, the
+    training data spec, training config, seed), next to a JSON file with its sha256, the config
+    that made it and its ID test accuracy. ``sha256``, when given, is checked against the
+    weights either way. ``taps``/``penultimate`` override the architecture's own (or discovered)
+    ones; a penultimate of ``input:<module>`` reads the input of that module (e.g.
+    ``input:heads``). The ID accuracy is measured once, after training, never on every load.
     """
-    kwargs = {
-        "num_classes": benchmark.num_classes,
-        "in_channels": benchmark.in_channels,
-        **(arch_kwargs or {}),
-    }
+    kwargs = _model_kwargs(benchmark, arch_kwargs)
     torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on prior RNG use
     model = build_model(arch, **kwargs)
     tcfg = TrainConfig(**(train or {}))
@@ -380,16 +441,20 @@ def get_backbone(
             )
         load_state(model, path, arch)
     else:
-        identity = {
-            "arch": arch,
-            "kwargs": kwargs,
-            "train_data": benchmark.split("train").spec,
-            "train": vars(tcfg),
-            "seed": seed,
-        }
-        path = Path(cache_dir) / "checkpoints" / f"{arch}-{hash_obj(identity)[:16]}.pt"
+        path, identity = trained_checkpoint_path(
+            arch, benchmark, cache_dir, seed, train, arch_kwargs
+        )
         info = _load_or_train(model, benchmark, tcfg, seed, path, identity, device)
         digest = info["sha256"]
+        if sha256 and digest != sha256:
+            raise CheckpointError(
+                f"the self-trained checkpoint {path} has sha256 {digest}, expected {sha256} "
+                "(backbone.sha256). Training is seeded, but the weights also depend on the "
+                "number of threads (OMP_NUM_THREADS, hydra/launcher=local_parallel) and the "
+                "torch build. Fix: share one cache_dir between the jobs, or train once with "
+                "scripts/train_backbone.py and pass backbone=checkpoint backbone.checkpoint=... "
+                "backbone.sha256=...; or drop backbone.sha256."
+            )
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -421,10 +486,11 @@ def _load_or_train(
     A file lock makes concurrent jobs wait: one trains, the others then load its file.
     """
     meta_path = path.with_suffix(".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.is_file() and meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
+    with contextlib.suppress(OSError):  # a read-only cache may still hold the checkpoint
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_unless_read_only(path) as writable:
+        meta = _read_card(meta_path)
+        if path.is_file() and meta is not None:
             digest = sha256_file(path)
             if digest == meta.get("sha256"):
                 load_state(model, path, identity["arch"])
@@ -433,6 +499,12 @@ def _load_or_train(
                 )
                 return meta
             log.warning("checkpoint %s does not match its recorded sha256; retraining", path)
+        if not writable:
+            raise CheckpointError(
+                f"the cache {path.parent} is read-only and holds no valid checkpoint {path.name}"
+                " to load. Fix: give a writable cache_dir, or train once where it is writable"
+                " (or pass backbone=checkpoint with your file)."
+            )
         return _train_and_save(model, benchmark, tcfg, seed, path, identity, device)
 
 

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ood_bench.errors import ConfigError
+from ood_bench.hashing import hash_obj
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +55,28 @@ def build(cfg: DictConfig, what: str, **kwargs: Any) -> Any:
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain Python (for hashing and saving)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+# keys that say where things are or how to run, not what is computed: not part of the job hash
+NOT_IN_HASH = ("cache_dir", "results_dir", "data_root", "rerun", "batch_size")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved job config minus :data:`NOT_IN_HASH` and Hydra's own node: equal
+    hash ⇒ same computation (the backbone's weights aside: results also carry its sha256)."""
+    plain = {}
+    for k in cfg:
+        if k in NOT_IN_HASH or k == "hydra":
+            continue
+        v = cfg[k]  # a sub-node resolves its interpolations against the whole config
+        plain[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    return hash_obj(plain)[:16]
+
+
+def _config_hash_resolver(*, _root_: DictConfig) -> str:
+    """``${config_hash:}``: the job's :func:`config_hash`, for Hydra's ``sweep.subdir``."""
+    return config_hash(_root_)
+
+
+if not OmegaConf.has_resolver("config_hash"):
+    OmegaConf.register_new_resolver("config_hash", _config_hash_resolver)

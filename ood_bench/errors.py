@@ -15,3 +15,7 @@ class CheckpointError(RuntimeError):
 
 class ScoreError(RuntimeError):
     """A detector produced unusable scores (NaN, infinite, wrong shape)."""
+
+
+class CacheError(RuntimeError):
+    """The cache cannot serve or store an entry (e.g. a read-only cache that lacks it)."""

@@ -6,6 +6,7 @@ every later job reuses the cached :class:`Features`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,16 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ood_bench.backbones import Backbone
 from ood_bench.data.base import ImageSet
-from ood_bench.errors import ConfigError
+from ood_bench.errors import CacheError, ConfigError
 from ood_bench.hashing import hash_obj, sha256_file
-from ood_bench.io import atomic_torch_save, atomic_write_text
+from ood_bench.io import atomic_torch_save, atomic_write_text, lock_unless_read_only
 
 log = logging.getLogger(__name__)
 
@@ -131,29 +131,45 @@ class FeatureExtractor:
         """Features of ``data``: from the cache when a verified entry exists, else extracted.
 
         Concurrent jobs asking for the same entry wait on one file lock: one extracts, the
-        others read. Each entry has a sha256 sidecar; an entry that does not match it (or has
-        none, or cannot be read) is rebuilt with a warning.
+        others read. Each entry has a sha256 sidecar and stores its own key; an entry that does
+        not match its sidecar or its key (or cannot be read) is rebuilt with a warning. A
+        read-only cache serves the entries it holds without locking.
         """
         path = self.path(data)
+        key = path.stem
         digest_path = path.with_name(path.name + ".sha256")
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
+        with contextlib.suppress(OSError):  # a read-only cache may still hold every entry
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with lock_unless_read_only(path) as writable:
             if path.is_file():
                 problem = self._verify(path, digest_path)
                 if problem is None:
                     try:
-                        feats = Features.from_dict(torch.load(path, weights_only=True))
-                        feats.source = data
-                        self.cache_hits += 1
-                        log.debug("features of %s from cache %s", data.name, path.name)
-                        return feats
+                        stored = torch.load(path, weights_only=True)
+                        if stored.get("key") != key:
+                            problem = (
+                                f"another entry's content (its key is {stored.get('key')!r}, "
+                                f"expected {key!r})"
+                            )
+                        else:
+                            feats = Features.from_dict(stored)
+                            feats.source = data
+                            self.cache_hits += 1
+                            log.debug("features of %s from cache %s", data.name, path.name)
+                            return feats
                     except Exception as e:  # readable bytes, wrong content
                         problem = f"unreadable ({e})"
                 log.warning("cache entry %s for %s is %s; re-extracting", path, data.name, problem)
+            if not writable:
+                raise CacheError(
+                    f"the feature cache {self.cache_dir} is read-only and lacks a valid entry "
+                    f"for {data.name} ({path.name}). Fix: give a writable cache_dir (or "
+                    "OOD_BENCH_CACHE), or fill this cache once from a job that can write it."
+                )
             t0 = time.perf_counter()
             feats = self.extract(data)
             self.extract_s += time.perf_counter() - t0
-            atomic_torch_save(feats.to_dict(), path)
+            atomic_torch_save({**feats.to_dict(), "key": key}, path)
             atomic_write_text(digest_path, sha256_file(path))
             feats.source = data
             self.cache_misses += 1

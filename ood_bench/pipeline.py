@@ -44,14 +44,21 @@ class Prepared:
     ood: dict[str, Features]
 
 
-def prepare(cfg: DictConfig) -> Prepared:
-    """Benchmark → backbone (trained if missing) → features of every split and OOD set (cached)."""
-    seed_everything(int(cfg.seed))
-    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
+def build_benchmark(cfg: DictConfig) -> Benchmark:
+    """The job's benchmark with the selected OOD sets (``cfg.ood_sets``; null = all)."""
     if cfg.get("data_root"):  # a root that is set must exist, even when this benchmark is embedded
         resolve_data_root(cfg.data_root)
     bench = build(cfg.benchmark, "benchmark")
-    bench = bench.select_ood(list(cfg.ood_sets) if cfg.get("ood_sets") else None)
+    return bench.select_ood(list(cfg.ood_sets) if cfg.get("ood_sets") else None)
+
+
+def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
+    """Benchmark → backbone (trained if missing) → features of every split and OOD set (cached).
+
+    ``bench``: the job's benchmark when already built (:func:`build_benchmark`)."""
+    seed_everything(int(cfg.seed))
+    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
+    bench = build_benchmark(cfg) if bench is None else bench
     corruption = (
         CorruptionConfig(**OmegaConf.to_container(cfg.corruption, resolve=True))
         if cfg.get("corruption")

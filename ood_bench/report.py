@@ -31,7 +31,8 @@ def aggregate(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     d = ok_rows(df)
     d = d[(d["metric"] == metric) & (d["ood_dataset"] != "")]
     keys = ["benchmark", "backbone", "detector", "seed"]
-    per_set = d[keys + ["ood_group", "ood_dataset", "value"]]
+    # one value per seed and set, even if a run slipped in twice: seeds weigh equally
+    per_set = d.groupby(keys + ["ood_group", "ood_dataset"], as_index=False)["value"].mean()
     means = []
     groups = list(per_set.groupby("ood_group"))
     if len(groups) > 1:

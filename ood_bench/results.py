@@ -172,19 +172,58 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
     )
 
 
-def collect(sweep_dir: str | Path, pattern: str = "metrics.csv") -> pd.DataFrame:
-    """Merge every job's ``metrics.csv`` under ``sweep_dir`` (no Hydra callback needed).
+def one_result_per_job(df: pd.DataFrame) -> pd.DataFrame:
+    """Count every run once, and keep one result set per job.
 
-    When a job directory holds several runs of the same job (a rerun), only its newest
-    ``run_id`` is kept, so each job contributes one set of rows.
+    - A run's rows appear in several files when a skipped job copied an earlier result into its
+      own folder, or when overlapping folders are collected: one copy per ``run_id`` is kept.
+    - A job run several times (a rerun, ``rerun=true``, the same sweep collected twice) keeps
+      its newest run per (``config_hash``, ``backbone_sha256``): results of another backbone
+      checkpoint stay apart (see :func:`backbone_conflicts`).
+    - A failed run is dropped when the same config later succeeded.
     """
-    sweep_dir = Path(sweep_dir)
-    files = sorted(sweep_dir.rglob(pattern))
-    if not files:
-        raise DataError(f"no {pattern} under {sweep_dir}: is it a sweep or run directory?")
-    df = read_results(*files)
-    newest = df.groupby("config_hash")["run_id"].transform("max")
-    return df[df["run_id"] == newest].reset_index(drop=True)
+    if df.empty:
+        return df
+    d = df.drop_duplicates(["run_id", "ood_dataset", "ood_group", "metric"])
+    newest = d.groupby(["config_hash", "backbone_sha256", "status"])["run_id"].transform("max")
+    d = d[d["run_id"] == newest]
+    ok = d["status"] == "ok"
+    last_ok = d[ok].groupby("config_hash")["run_id"].max()
+    fixed = ~ok & d["run_id"].lt(d["config_hash"].map(last_ok).fillna(""))
+    return d[~fixed].sort_values(SORT_BY, kind="stable").reset_index(drop=True)
+
+
+def backbone_conflicts(df: pd.DataFrame) -> pd.DataFrame:
+    """(benchmark, backbone, seed) whose successful rows come from more than one checkpoint:
+    tables over them would mix backbones. Columns: the keys, ``n_checkpoints``, ``sha256``."""
+    keys = ["benchmark", "backbone", "seed"]
+    d = df[(df["status"] == "ok") & (df["backbone_sha256"] != "")]
+    g = d.groupby(keys)["backbone_sha256"]
+    out = pd.DataFrame({"n_checkpoints": g.nunique(), "sha256": g.unique()}).reset_index()
+    return out[out["n_checkpoints"] > 1].reset_index(drop=True)
+
+
+def keep_newest_backbone(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, backbone, seed), only the rows of the checkpoint of the newest run."""
+    keys = ["benchmark", "backbone", "seed"]
+    d = df[(df["status"] == "ok") & (df["backbone_sha256"] != "")]
+    newest = d.sort_values("run_id").groupby(keys)["backbone_sha256"].last().rename("_keep")
+    merged = df.merge(newest.reset_index(), on=keys, how="left")
+    keep = (merged["status"] != "ok") | merged["_keep"].isna()
+    keep |= merged["backbone_sha256"] == merged["_keep"]
+    return df[keep.to_numpy()].reset_index(drop=True)
+
+
+def collect(*sweep_dirs: str | Path, pattern: str = "metrics.csv") -> pd.DataFrame:
+    """Merge every job's ``metrics.csv`` under the ``sweep_dirs`` (no Hydra callback needed),
+    each run counted once and one result set per job (:func:`one_result_per_job`)."""
+    files: list[Path] = []
+    for d in map(Path, sweep_dirs):
+        found = sorted(d.rglob(pattern)) if d.is_dir() else ([d] if d.is_file() else [])
+        if not found:
+            raise DataError(f"no {pattern} under {d}: is it a sweep or run directory?")
+        files += found
+    return one_result_per_job(read_results(*dict.fromkeys(files)))
 
 
 # novelty detection (ood_bench.run_novelty): scenario in ood_dataset, ood_group = novelty

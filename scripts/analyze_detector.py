@@ -32,6 +32,7 @@ from scipy import stats as sps
 
 from ood_bench.config import build
 from ood_bench.detectors.stat import StatDetector
+from ood_bench.environment import require_clean_tree
 from ood_bench.features import Features
 from ood_bench.figures import reproducible, save_fig
 from ood_bench.io import atomic_write
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=[f"detector={args.detector}", *args.overrides])
     out = args.out or Path("results/analysis") / f"{cfg.benchmark.name}_{args.detector}"
+    require_clean_tree(out, "analyze_detector.py")
     prep = prepare(cfg)
     det = build(cfg.detector, "detector")
     if not isinstance(det, StatDetector):

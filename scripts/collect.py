@@ -3,7 +3,9 @@
 
     python scripts/collect.py outputs/multirun/2026-11-28_12-00-00 --out results/raw/digits.csv
 
-Works on any sweep directory, whether or not a Hydra callback ran.
+Works on any sweep directory, whether or not a Hydra callback ran. Each run is counted once
+however many folders hold a copy of it, and each job (config hash × backbone checkpoint) keeps
+its newest run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from ood_bench.results import collect, write_csv
+from ood_bench.environment import require_clean_tree
+from ood_bench.results import backbone_conflicts, collect, write_csv
 
 log = logging.getLogger("collect")
 
@@ -23,10 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sweep_dirs", nargs="+", type=Path, help="sweep or run directories")
     p.add_argument("--out", type=Path, required=True, help="merged CSV to write")
     args = p.parse_args(argv)
+    require_clean_tree(args.out, "collect.py")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import pandas as pd
-
-    df = pd.concat([collect(d) for d in args.sweep_dirs], ignore_index=True)
+    df = collect(*args.sweep_dirs)
     write_csv(df, args.out)
     jobs = df.groupby("run_id")["status"].first()
     log.info(
@@ -37,6 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         (jobs == "failed").sum(),
         args.out,
     )
+    for _, c in backbone_conflicts(df).iterrows():
+        log.warning(
+            "%s / %s seed %d: results from %d backbone checkpoints (%s): make_tables refuses "
+            "to mix them (see its --newest-backbone)",
+            c["benchmark"],
+            c["backbone"],
+            c["seed"],
+            c["n_checkpoints"],
+            ", ".join(s[:12] for s in c["sha256"]),
+        )
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ood_bench.environment import require_clean_tree
 from ood_bench.io import atomic_write_text
 from ood_bench.libcompare import api, code, install, integration, performance
 from ood_bench.libcompare.libraries import LIBRARIES, REPO
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     args = p.parse_args(argv)
+    require_clean_tree(args.out, "compare_libraries.py")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     unknown = [k for k in args.libraries.split(",") if k not in LIBRARIES]
     if unknown:

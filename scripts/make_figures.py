@@ -23,6 +23,7 @@ from hydra import compose, initialize_config_dir
 from sklearn.metrics import RocCurveDisplay
 
 from ood_bench.config import build
+from ood_bench.environment import require_clean_tree
 from ood_bench.figures import reproducible, save_fig
 from ood_bench.pipeline import prepare
 from ood_bench.report import ok_rows, robustness_frame
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--cache-dir", default=None)
     args = p.parse_args(argv)
+    require_clean_tree(args.out, "make_figures.py")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     reproducible()
     df = read_results(*args.results)

@@ -15,9 +15,15 @@ import argparse
 import logging
 from pathlib import Path
 
+from ood_bench.environment import require_clean_tree
 from ood_bench.io import atomic_write_text
 from ood_bench.report import markdown_report, report_tables, to_latex
-from ood_bench.results import read_results
+from ood_bench.results import (
+    backbone_conflicts,
+    keep_newest_backbone,
+    one_result_per_job,
+    read_results,
+)
 
 log = logging.getLogger("make_tables")
 
@@ -28,9 +34,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", nargs="+", type=Path, help="collected CSVs or folders of them")
     p.add_argument("--out", type=Path, required=True, help="folder for the tables")
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
+    p.add_argument(
+        "--newest-backbone",
+        action="store_true",
+        help="when a (benchmark, backbone, seed) has results from several checkpoints, keep\n"
+        "those of the checkpoint of its newest run (default: refuse to mix them)",
+    )
     args = p.parse_args(argv)
+    require_clean_tree(args.out, "make_tables.py")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    df = read_results(*args.results)
+    df = one_result_per_job(read_results(*args.results))
+    conflicts = backbone_conflicts(df)
+    if len(conflicts) and args.newest_backbone:
+        df = keep_newest_backbone(df)
+        log.warning(
+            "kept the newest checkpoint's results for %d (benchmark, backbone, seed)",
+            len(conflicts),
+        )
+    elif len(conflicts):
+        listed = "; ".join(
+            f"{c.benchmark} / {c.backbone} seed {c.seed}: {', '.join(s[:12] for s in c.sha256)}"
+            for c in conflicts.itertuples()
+        )
+        raise SystemExit(
+            f"results from different backbone checkpoints under one backbone name ({listed}): "
+            "a table over them would mix backbones (self-trained weights depend on the thread "
+            "count). Fix: rerun with a shared cache_dir or backbone=checkpoint, collect one "
+            "of them, or pass --newest-backbone to keep each seed's newest checkpoint."
+        )
     text = markdown_report(df)
     path = atomic_write_text(args.out / "results.md", text + "\n")
     for stem, caption, table in report_tables(df):

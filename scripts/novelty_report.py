@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from ood_bench.environment import require_clean_tree  # noqa: E402
 from ood_bench.io import atomic_write, atomic_write_text  # noqa: E402
 from ood_bench.report import fmt_mean_std, ok_rows  # noqa: E402
 from ood_bench.results import read_results  # noqa: E402
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--projection", choices=("pca", "tsne"), default="pca")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     args = p.parse_args(argv)
+    require_clean_tree(args.out, "novelty_report.py")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     df = read_results(*args.results)
     text = markdown(df)

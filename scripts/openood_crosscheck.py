@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from ood_bench.config import build  # noqa: E402
+from ood_bench.environment import require_clean_tree  # noqa: E402
 from ood_bench.metrics import ood_metrics  # noqa: E402
 from ood_bench.pipeline import prepare, seed_everything  # noqa: E402
 
@@ -146,6 +147,8 @@ def main() -> int:
     ap.add_argument("--csv", type=Path, help="also write the per-OOD-set AUROCs here")
     ap.add_argument("--only", nargs="*", help="methods to check (default: all)")
     a = ap.parse_args()
+    if a.csv:
+        require_clean_tree(a.csv, "openood_crosscheck.py")
     logging.basicConfig(level=logging.WARNING)
     job = list(a.overrides)
     prep = prepare(compose_job(job))

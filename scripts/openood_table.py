@@ -21,6 +21,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ood_bench.environment import require_clean_tree  # noqa: E402
 from ood_bench.results import read_results  # noqa: E402
 
 
@@ -71,6 +72,8 @@ def main() -> int:
     ap.add_argument("csv", type=Path)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
+    if a.out:
+        require_clean_tree(a.out, "openood_table.py")
     t = table(read_results(a.csv))
     wide = t.pivot_table(
         index="detector",

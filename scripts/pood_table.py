@@ -30,6 +30,7 @@ from ood_bench.detectors.pytorch_ood import (
     base_of,
     option_name,
 )
+from ood_bench.environment import require_clean_tree
 from ood_bench.io import atomic_write_text
 from ood_bench.results import read_results
 
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", type=Path, help="the sweep directory, for logs and wall time")
     p.add_argument("--out", type=Path, help="Markdown file to write")
     args = p.parse_args(argv)
+    if args.out:
+        require_clean_tree(args.out, "pood_table.py")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     df = read_results(args.results)
     df = df[df.detector.str.startswith("pood_")]
