@@ -50,11 +50,12 @@ paper: venv
 	  $(PY) -m ood_bench.run -m experiment=robustness_openood hydra/launcher=local_parallel && \
 	  $(PY) scripts/collect.py outputs/openood_seeds --out results/raw/openood_seeds.csv && \
 	  $(PY) scripts/collect.py outputs/robustness_openood --out results/raw/robustness_openood.csv; \
-	else echo "OpenOOD is not installed: skipping its sweeps (README, section OpenOOD)"; fi
+	else echo "OpenOOD is not installed: skipping its sweeps (docs/openood.md)"; fi
 	$(PY) scripts/make_tables.py results/raw --out results/tables --quiet
 	$(PY) scripts/make_figures.py results/raw --out results/figures \
 	  --roc digits:stat_maha_cauchy,stat_masf,pood_mahalanobis,pood_msp
 	$(PY) scripts/compare_libraries.py results/raw --out results/libraries --run-tests --quiet
+	$(PY) scripts/sync_docs.py
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -66,15 +66,9 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main() -> int:
-    """Print (and with ``--out`` write) the Markdown status table; returns the exit code."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("csv", type=Path)
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args()
-    if a.out:
-        require_clean_tree(a.out, "openood_table.py")
-    t = table(read_results(a.csv))
+def markdown(t: pd.DataFrame) -> str:
+    """The status table of :func:`table` in Markdown, one row per detector, the benchmarks'
+    columns side by side (refused rows blank)."""
     wide = t.pivot_table(
         index="detector",
         columns="benchmark",
@@ -90,7 +84,18 @@ def main() -> int:
     status = t.drop_duplicates("detector").set_index("detector").status
     out = pd.concat([status, wide], axis=1).reset_index().rename(columns={"index": "detector"})
     out = out.astype(object).where(out.notna(), None)  # blank cells for refused rows
-    text = out.to_markdown(index=False, floatfmt=".3f", missingval="")
+    return out.to_markdown(index=False, floatfmt=".3f", missingval="")
+
+
+def main() -> int:
+    """Print (and with ``--out`` write) the Markdown status table; returns the exit code."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", type=Path)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    if a.out:
+        require_clean_tree(a.out, "openood_table.py")
+    text = markdown(table(read_results(a.csv)))
     if a.out:
         a.out.write_text(text + "\n")
     print(text)
