@@ -46,11 +46,26 @@ paper: venv
 	  $(PY) scripts/collect.py outputs/mnist_fashion --out results/raw/mnist_fashion.csv; \
 	else echo "OOD_BENCH_DATA lacks MNIST/FashionMNIST: skipping the mnist_fashion sweep"; fi
 	if $(PY) -c "import openood" 2>/dev/null; then \
+	  $(PY) -m ood_bench.run -m experiment=openood_all && \
+	  $(PY) -m ood_bench.run -m experiment=openood_all detector=openood_vim,openood_residual \
+	    detector.params.dim=64 && \
 	  $(PY) -m ood_bench.run -m experiment=openood_seeds && \
 	  $(PY) -m ood_bench.run -m experiment=robustness_openood hydra/launcher=local_parallel && \
+	  $(PY) scripts/collect.py outputs/openood_all --out results/raw/openood_all.csv && \
 	  $(PY) scripts/collect.py outputs/openood_seeds --out results/raw/openood_seeds.csv && \
-	  $(PY) scripts/collect.py outputs/robustness_openood --out results/raw/robustness_openood.csv; \
+	  $(PY) scripts/collect.py outputs/robustness_openood --out results/raw/robustness_openood.csv && \
+	  $(PY) scripts/openood_crosscheck.py benchmark=digits \
+	    --csv results/crosscheck/openood_crosscheck_digits.csv && \
+	  $(PY) scripts/openood_crosscheck.py benchmark=digits_open \
+	    --csv results/crosscheck/openood_crosscheck_digits_open.csv; \
 	else echo "OpenOOD is not installed: skipping its sweeps (docs/openood.md)"; fi
+	$(PY) -m ood_bench.run_novelty -m benchmark=digits_open detector=stat_maha_cauchy novelty=hdbscan \
+	  seed=0 trials=30 hydra.sweep.dir=outputs/novelty_digits_open
+	$(PY) scripts/collect.py outputs/novelty_digits_open \
+	  --out results/novelty/digits_open_stat_maha_cauchy_hdbscan.csv
+	$(PY) scripts/novelty_report.py results/novelty/digits_open_stat_maha_cauchy_hdbscan.csv \
+	  --samples outputs/novelty_digits_open --out results/novelty --quiet
+	$(PY) scripts/analyze_detector.py --detector stat_masf
 	$(PY) scripts/make_tables.py results/raw --out results/tables --quiet
 	$(PY) scripts/make_figures.py results/raw --out results/figures \
 	  --roc digits:stat_maha_cauchy,stat_masf,pood_mahalanobis,pood_msp
