@@ -20,6 +20,7 @@ from ood_bench.data.base import Benchmark
 from ood_bench.errors import CheckpointError, ConfigError
 from ood_bench.hashing import hash_obj, sha256_file
 from ood_bench.io import atomic_torch_save, atomic_write_text, lock_unless_read_only
+from ood_bench.progress import duration, eta
 
 log = logging.getLogger(__name__)
 
@@ -244,24 +245,42 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
 def train_classifier(
     model: nn.Module, loader: DataLoader, cfg: TrainConfig, seed: int, device: str = "cpu"
 ) -> None:
-    """Seeded AdamW + cosine schedule (per epoch), cross-entropy; leaves the model in eval mode."""
+    """Seeded AdamW + cosine schedule (per epoch), cross-entropy; leaves the model in eval mode.
+
+    Logs one line per epoch (mean loss, train accuracy, elapsed, time left), so runs whose output
+    is not a terminal (no tqdm bar there) show progress too."""
     torch.manual_seed(seed)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     model.train()
     bar = tqdm(total=cfg.epochs * len(loader), desc="train backbone", disable=None, leave=False)
+    t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
-        total, n = 0.0, 0
+        total, n, correct = 0.0, 0, 0
         for x, y in loader:
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+            y = y.to(device)
+            out = model(x.to(device))
+            loss = nn.functional.cross_entropy(out, y)
             loss.backward()
             opt.step()
             total, n = total + loss.item() * len(y), n + len(y)
+            correct += (out.detach().argmax(1) == y).sum().item()
             bar.update()
         sched.step()
         bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(n, 1):.4f}")
+        elapsed = time.perf_counter() - t0
+        log.info(
+            "train %s epoch %d/%d: loss %.4f, train accuracy %.2f%%, elapsed %s, ~%s left",
+            type(model).__name__,
+            epoch + 1,
+            cfg.epochs,
+            total / max(n, 1),
+            100 * correct / max(n, 1),
+            duration(elapsed),
+            eta(elapsed, epoch + 1, cfg.epochs),
+        )
     bar.close()
     model.eval()
 

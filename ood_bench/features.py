@@ -23,6 +23,7 @@ from ood_bench.data.base import ImageSet
 from ood_bench.errors import CacheError, ConfigError
 from ood_bench.hashing import hash_obj, sha256_file
 from ood_bench.io import atomic_torch_save, atomic_write_text, lock_unless_read_only
+from ood_bench.progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +216,21 @@ class FeatureExtractor:
         forward_s = 0.0
         try:
             loader = DataLoader(data.dataset, batch_size=self.batch_size, shuffle=False)
-            for x, y in tqdm(loader, desc=f"extract {data.name}", disable=None, leave=False):
+            bar = tqdm(loader, desc=f"extract {data.name}", disable=None, leave=False)
+            # off a terminal (no bar) a large set logs its progress: every 10 % or minute
+            progress = ProgressLog(
+                log,
+                f"extract {data.name}",
+                len(data.dataset),
+                updates=len(loader),
+                enabled=bar.disable,
+            )
+            for x, y in bar:
                 t0 = time.perf_counter()
                 logits = model(x.to(self.device))
                 forward_s += time.perf_counter() - t0
                 self.forward_samples += len(x)
+                progress.update(len(x))
                 batch = {
                     "logits": logits,
                     "labels": y,

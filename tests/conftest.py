@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
+# on-disk datasets for the real-data tests: $OOD_BENCH_DATA, else ../shared/data beside the clone
+# (as .ci/run sets it). Tests that need it skip, saying so, when it is not there.
+DATA = Path(os.environ.get("OOD_BENCH_DATA") or ROOT.parent / "shared" / "data")
 # fast training for tests: enough epochs for a backbone that clearly beats chance
 FAST_TRAIN = "backbone.train.epochs=15"
 

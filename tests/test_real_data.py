@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from ood_bench.results import read_results
-from tests.conftest import ROOT, run_module
+from tests.conftest import DATA, run_module
 
-DATA = Path(os.environ.get("OOD_BENCH_DATA", ROOT.parent / "shared" / "data"))
 pytestmark = pytest.mark.skipif(
     not (DATA / "MNIST" / "raw").is_dir() or not (DATA / "FashionMNIST" / "raw").is_dir(),
     reason=f"MNIST/FashionMNIST not found under {DATA}: set OOD_BENCH_DATA to a folder with "

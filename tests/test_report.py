@@ -4,9 +4,7 @@ figures render; every experiment overlay composes and runs one tiny job."""
 from __future__ import annotations
 
 import importlib.util
-import os
 from fnmatch import fnmatch
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,10 +12,9 @@ from hydra import compose, initialize_config_dir
 
 from ood_bench.report import markdown_report, to_latex
 from ood_bench.results import read_results
-from tests.conftest import CONF, FAST_TRAIN, ROOT, run_module
+from tests.conftest import CONF, DATA, FAST_TRAIN, ROOT, run_module
 
 RAW = ROOT / "results" / "raw"
-DATA = Path(os.environ.get("OOD_BENCH_DATA", ROOT.parent / "shared" / "data"))
 TABLES = ROOT / "results" / "tables"
 
 
