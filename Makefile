@@ -7,11 +7,11 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 # `make demo`: the lab's statistical detectors (calibrated p-values) beside the strongest fast
 # baselines of the committed results (results/tables/results.md): multi-layer MultiMahalanobis
 # (best baseline on far OOD), RMD (best baseline on near OOD), ViM (best single-layer on far OOD),
-# Mahalanobis and MSP (the classic references); OpenOOD's RMDS (its best on near OOD) and ViM
-# when it is installed.
+# Mahalanobis and MSP (the classic references); OpenOOD's RMDS (its best on near OOD) and
+# MDS ensemble (its best on far OOD) when it is installed (their ViM needs detector.params.dim).
 DEMO_STAT      ?= stat_masf,stat_drood,stat_masf_classref,stat_maha_cauchy,stat_knn_classcond
 DEMO_BASELINES ?= pood_multimahalanobis,pood_rmd,pood_vim,pood_mahalanobis,pood_msp
-DEMO_OPENOOD   ?= openood_rmds,openood_vim
+DEMO_OPENOOD   ?= openood_rmds,openood_mds_ensemble
 DEMO_DIR ?= outputs/demo
 # threads per process for the demo's jobs: the digits CNN and the detectors are too small to gain
 # from more, and on a busy 2-core machine two torch threads trained the backbone 3x slower (33 s

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from ood_bench.report import aggregate, fmt_mean_std, ok_rows
+from ood_bench.report import aggregate, failed_table, fmt_mean_std, ok_rows
 
 KEYS = ["benchmark", "backbone", "detector"]
 GROUPS = ("near", "far")
@@ -210,6 +210,14 @@ def demo_summary(df: pd.DataFrame, alpha: float = 0.05) -> str:
             _markdown(performance_table(frame, bench)),
             "",
         ]
+    failed = failed_table(df)
+    if not failed.empty:
+        parts += [f"## Failed jobs (left out): {len(failed)}", ""]
+        parts += [
+            f"- {r.benchmark} / {r.detector} (seed {r.seed:g}): {str(r.error).splitlines()[0]}"
+            for r in failed.itertuples()
+        ]
+        parts.append("")
     parts += [
         f"## Cost and validity: fpr_at_{alpha:g} = ID test rejected at α = {alpha:g} "
         "(p-value detectors), exact Clopper–Pearson 95 % interval",

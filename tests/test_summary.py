@@ -37,7 +37,7 @@ def synthetic(seed: int = 0, fpr: float = 0.05, n_id: int = 400) -> pd.DataFrame
                 row("score_ms_per_sample", rng.uniform(0, 1), **job)
                 if det.startswith("stat"):
                     row("fpr_at_0.05", fpr, **job)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).assign(error="")
 
 
 def best(df: pd.DataFrame, bench: str, group: str) -> str:
@@ -102,3 +102,14 @@ def test_script_on_the_committed_results(tmp_path):
     df = df[(df["status"] == "ok") & (df["corruption"] == "none")]
     assert f"best mean AUROC {best(df, 'digits_open', 'near')} " in proc.stdout
     assert "('" not in proc.stdout
+
+
+def test_failed_jobs_are_named_not_hidden():
+    df = synthetic()
+    failed = dict(benchmark="open", backbone="cnn", detector="openood_y", library="openood")
+    failed.update(seed=0, status="failed", corruption="none", metric="job", value=np.nan)
+    failed.update(ood_dataset="", ood_group="", error="ConfigError: dim too large\ntraceback")
+    text = demo_summary(pd.concat([df, pd.DataFrame([failed])], ignore_index=True))
+    assert "## Failed jobs (left out): 1" in text
+    assert "- open / openood_y (seed 0): ConfigError: dim too large" in text
+    assert "| open / openood_y" not in text
