@@ -35,8 +35,9 @@ venv: $(VENV)/.installed
 demo: venv
 	rm -rf $(DEMO_DIR)
 	dets="$(DEMO_STAT),$(DEMO_BASELINES)"; \
-	if $(PY) -c "import openood" 2>/dev/null; then dets="$$dets,$(DEMO_OPENOOD)"; \
-	else echo "OpenOOD is not installed: the demo runs without its postprocessors"; fi; \
+	if ! $(PY) -c "import openood" 2>/dev/null; then \
+	  echo "OpenOOD is not installed: the demo runs without its postprocessors"; \
+	elif [ -n "$(DEMO_OPENOOD)" ]; then dets="$$dets,$(DEMO_OPENOOD)"; fi; \
 	OMP_NUM_THREADS=$(DEMO_THREADS) PYTHONPATH=$(CURDIR) \
 	  $(PY) -m ood_bench.run -m benchmark=digits,digits_open \
 	  detector=$$dets rerun=true hydra.sweep.dir=$(DEMO_DIR)
