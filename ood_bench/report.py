@@ -105,7 +105,7 @@ def id_accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
     # one value per backbone checkpoint: every detector of a seed shares it
     d = d[d["metric"] == "id_acc"].drop_duplicates(["benchmark", "backbone", "seed"])
     g = d.groupby(["benchmark", "backbone"])["value"]
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "ID accuracy (%)": [
                 fmt_mean_std(m, s) for m, s in zip(g.mean(), g.std(ddof=1), strict=True)
@@ -113,6 +113,14 @@ def id_accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
             "seeds": g.count(),
         }
     )
+    out.index = plain_labels(out.index)
+    out.index.name = "benchmark / backbone"
+    return out
+
+
+def plain_labels(index: pd.Index) -> pd.Index:
+    """Row labels as plain text: a (benchmark, backbone, ...) tuple becomes ``"a / b / ..."``."""
+    return pd.Index([" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in index])
 
 
 def job_metric_table(
@@ -170,7 +178,7 @@ def runtime_table(df: pd.DataFrame) -> pd.DataFrame:
         out["reference (MiB)"] = (
             g["reference_mb"].median().map(lambda v: "–" if np.isnan(v) else f"{v:.2f}")
         )
-    out.index = [" / ".join(i) for i in out.index]
+    out.index = plain_labels(out.index)
     out.index.name = "benchmark / backbone / detector (median over seeds)"
     return out
 
