@@ -197,6 +197,8 @@ def summary(df: pd.DataFrame) -> str:
     cols = [c for c in ("auroc", "fpr95_id", "fpr95_ood", "aupr_out", "tpr_at_0.05") if c in table]
     table = table[cols]
     table.loc[("mean", "all"), :] = table.mean()
+    table.index = [f"{group} / {name}" for group, name in table.index]  # plain-text labels
+    table.index.name = "OOD group / set"
     return table.to_markdown(floatfmt=".4f")
 
 
