@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import logging
+import numbers
 import types
 import typing
 from typing import Any, Literal, Union
@@ -72,7 +73,7 @@ def _fits(value: Any, hint: Any) -> bool | None:
         return isinstance(value, bool)
     if base is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if base is float:
+    if base in (float, numbers.Real):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if base is str:
         return isinstance(value, str)
@@ -94,15 +95,20 @@ def expected_types(func: Any) -> dict[str, tuple[Any, Any]]:
         hints = typing.get_type_hints(func.__init__ if inspect.isclass(func) else func)
     except Exception:  # unresolvable annotations: judge by the defaults only
         hints = {}
+    out = default_types({n: par.default for n, par in sig.parameters.items()})
+    out.update({n: (hints[n], par.default) for n, par in sig.parameters.items() if n in hints})
+    return out
+
+
+def default_types(defaults: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Argument name → (type, default) judged from number / bool / str defaults alone (numbers
+    accept int and float; other defaults are not judged)."""
     out: dict[str, tuple[Any, Any]] = {}
-    for name, par in sig.parameters.items():
-        default = par.default
-        if name in hints:
-            out[name] = (hints[name], default)
-        elif isinstance(default, bool):
+    for name, default in defaults.items():
+        if isinstance(default, bool):
             out[name] = (bool, default)
         elif isinstance(default, (int, float)):
-            out[name] = (float, default)
+            out[name] = (numbers.Real, default)
         elif isinstance(default, str):
             out[name] = (str, default)
     return out
@@ -110,14 +116,19 @@ def expected_types(func: Any) -> dict[str, tuple[Any, Any]]:
 
 def type_text(hint: Any) -> str:
     """A type hint as a short readable string (``int``, ``float | None``)."""
+    if hint is numbers.Real:
+        return "a number"
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
-def check_types(func: Any, values: dict[str, Any], prefix: str, owner: str) -> None:
+def check_types(
+    func: Any, values: dict[str, Any], prefix: str, owner: str, types_: dict | None = None
+) -> None:
     """A ConfigError naming the key, the given value and the expected type when a config value
-    does not fit ``func``'s type hints (or its default's type). ``None`` is never judged
-    (``null`` often means "the library's default"); values of types it cannot judge pass."""
-    types_ = expected_types(func)
+    does not fit ``func``'s type hints (or its default's type; or ``types_``, name → (type,
+    default), when given). ``None`` is never judged (``null`` often means "the library's
+    default"); values of types it cannot judge pass."""
+    types_ = expected_types(func) if types_ is None else types_
     for key, value in values.items():
         if value is None or key not in types_:
             continue
