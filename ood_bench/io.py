@@ -55,13 +55,14 @@ def _write_fix(code: int | None, folder: Path) -> str | None:
     rights (None for other errors, which are re-raised unchanged)."""
     import errno
 
-    elsewhere = "or point cache_dir / results_dir / hydra.run.dir (hydra.sweep.dir) elsewhere"
-    rights = f"make {folder} writable for you (ls -ld {folder}) {elsewhere}"
+    elsewhere = "point cache_dir / results_dir / hydra.run.dir (hydra.sweep.dir) elsewhere"
+    rights = f"make {folder} writable for you (ls -ld {folder}), or {elsewhere}"
     return {
         errno.ENOSPC: f"free space on the disk holding {folder} (df -h {folder}; e.g. delete "
-        f"old cached features under cache_dir/features) {elsewhere}",
-        errno.EDQUOT: f"free space within your disk quota for {folder} (quota -s) {elsewhere}",
-        errno.EFBIG: f"the file is too large for the file system holding {folder}: {elsewhere}",
+        f"old cached features under cache_dir/features), or {elsewhere}",
+        errno.EDQUOT: f"free space within your disk quota for {folder} (quota -s), or {elsewhere}",
+        errno.EFBIG: f"the file exceeds the size limit of this process (ulimit -f) or of the "
+        f"file system holding {folder}: raise the limit, or {elsewhere}",
         errno.EROFS: f"{folder} is on a read-only file system: {elsewhere}",
         errno.EACCES: rights,
         errno.EPERM: rights,
