@@ -285,3 +285,25 @@ def test_openood_param_of_the_wrong_type_names_key_value_and_default():
     det = build(_compose("detector=openood_knn", "detector.params.K=abc").detector, "detector")
     with pytest.raises(ConfigError, match=r"detector\.params\.K='abc'.*knn.*a number.*K=50"):
         det._build(None, 10, (8, 8))  # the check precedes any use of OpenOOD
+
+
+def test_search_on_the_only_ood_set_is_an_error(tmp_path):
+    """Tuning on the one selected OOD set would leave nothing to evaluate (an ok job, no AUROC)."""
+    from ood_bench.results import read_results
+    from tests.conftest import ROOT
+
+    proc = run_module(
+        "-m",
+        "ood_bench.run",
+        "detector=pood_knn",
+        "detector.search=true",
+        "ood_sets=[uniform_noise]",
+        "backbone.train.epochs=1",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        f"cache_dir={tmp_path / 'c'}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert proc.returncode != 0 and "no other OOD set is left" in proc.stderr
+    assert read_results(tmp_path / "r" / "metrics.csv").iloc[0]["status"] == "failed"
