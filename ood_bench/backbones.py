@@ -207,6 +207,56 @@ def discover_taps(model: nn.Module, example: torch.Tensor) -> tuple[list[str], s
     return taps, (flat[-1] if flat else taps[-1])
 
 
+def _input_error(model: nn.Module, shape: tuple[int, ...]) -> str | None:
+    """Why ``model`` fails on a zero batch of ``shape`` (C×H×W), or None when it runs;
+    channel errors (ConfigError) propagate."""
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(torch.zeros(1, *shape))
+        return None
+    except ConfigError:
+        raise
+    except (RuntimeError, ValueError, AssertionError) as e:  # too small / wrong size for layers
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    finally:
+        model.train(was_training)
+
+
+def check_input_size(model: nn.Module, arch: str, benchmark: Benchmark) -> None:
+    """A ConfigError before any training when ``model`` cannot take the benchmark's images,
+    saying which input size it needs and which architectures fit the benchmark."""
+    c, (h, w) = benchmark.in_channels, benchmark.image_size
+    error = _input_error(model, (c, h, w))
+    if error is None:
+        return
+    sizes = sorted({*range(max(h, w) + 1, max(h, w) + 33), 32, 64, 96, 128, 224, 256})
+    need = next(
+        (n for n in sizes if n > max(h, w) and _input_error(model, (c, n, n)) is None), None
+    )
+    fits = []
+    for name in ARCHITECTURES:
+        if name != arch:
+            try:
+                other = build_model(name, num_classes=benchmark.num_classes, in_channels=c)
+                if _input_error(other, (c, h, w)) is None:
+                    fits.append(f"backbone={name}")
+            except ConfigError:
+                pass
+    raise ConfigError(
+        f"backbone {arch} cannot take the {c}×{h}×{w} images of benchmark {benchmark.name} "
+        f"({error}): "
+        + (
+            f"it needs at least {need}×{need} inputs. "
+            if need
+            else "no input size up to 256 fits. "
+        )
+        + f"Fix: pick a backbone made for {h}×{w} images ({', '.join(fits) or 'none found'}), "
+        "or a benchmark with larger images (or its preprocess.size)."
+    )
+
+
 @dataclass
 class TrainConfig:
     """How a missing checkpoint is trained (part of the checkpoint's identity)."""
@@ -403,18 +453,6 @@ def known_sha256(
     return digest if digest == card.get("sha256") else None
 
 
-def _read_card(path: Path) -> dict[str, Any] | None:
-    """A checkpoint's JSON card, or None (with a warning) when it is missing or unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        log.warning("checkpoint card %s is unreadable (%s): it will be rewritten", path, e)
-        return None
-    return card if isinstance(card, dict) else None
-
-
 def get_backbone(
     arch: str,
     benchmark: Benchmark,
@@ -442,6 +480,7 @@ def get_backbone(
     kwargs = _model_kwargs(benchmark, arch_kwargs)
     torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on prior RNG use
     model = build_model(arch, **kwargs)
+    check_input_size(model, arch, benchmark)
     tcfg = TrainConfig(**(train or {}))
     info: dict[str, Any] = {}
     if checkpoint:
@@ -511,7 +550,7 @@ def _load_or_train(
         meta = _read_card(meta_path)
         if path.is_file() and meta is not None:
             digest = sha256_file(path)
-            if digest == meta.get("sha256"):
+            if meta is not None and digest == meta.get("sha256"):
                 load_state(model, path, identity["arch"])
                 log.info(
                     "loaded backbone %s from %s (sha256 %s…)", identity["arch"], path, digest[:12]
@@ -525,6 +564,29 @@ def _load_or_train(
                 " (or pass backbone=checkpoint with your file)."
             )
         return _train_and_save(model, benchmark, tcfg, seed, path, identity, device)
+
+
+def _read_card(meta_path: Path) -> dict[str, Any] | None:
+    """The checkpoint's JSON card, or None (with a warning naming the file) when it cannot be
+    read or parsed: the checkpoint is then retrained and the card rewritten. None, silently,
+    when there is no card yet."""
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        meta, why = None, f"{type(e).__name__}: {e}"
+    else:
+        why = f"it holds a {type(meta).__name__}, not an object with a sha256"
+    if isinstance(meta, dict) and "sha256" in meta:
+        return meta
+    log.warning(
+        "checkpoint card %s is corrupt (%s): its checkpoint cannot be verified, so it is "
+        "retrained and the card rewritten",
+        meta_path,
+        why,
+    )
+    return None
 
 
 def _train_and_save(

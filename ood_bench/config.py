@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import logging
-from typing import Any
+import numbers
+import types
+import typing
+from typing import Any, Literal, Union
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -28,12 +32,13 @@ def build(cfg: DictConfig, what: str, **kwargs: Any) -> Any:
             "group (see conf/) or give a _target_"
         )
     target = cfg._target_
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    # a node inside the composed config reports full keys (backbone.arch); a standalone one not
+    node = cfg._get_full_key(None) if hasattr(cfg, "_get_full_key") else ""
+    missing = sorted(k if node else f"{what}.{k}" for k in OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(
-            f"the {what} option needs {', '.join(f'{what}.{k}' for k in missing)}"
-            f" (??? in its YAML): pass e.g. {what}.{missing[0]}=... on the command "
-            "line"
+            f"the {what} option needs {', '.join(missing)} (??? in its YAML): pass e.g. "
+            f"{missing[0]}=... on the command line"
         )
     try:
         # partial first, then call: runtime objects in kwargs must not pass through OmegaConf
@@ -47,9 +52,99 @@ def build(cfg: DictConfig, what: str, **kwargs: Any) -> Any:
             f"cannot build {what} from {target}: {e}. Fix: check the option's "
             "arguments in its YAML against the target's signature."
         ) from e
+    check_types(factory.func, factory.keywords, node or what, target)
     obj = factory(**kwargs)
     log.info("built %s: %s", what, target)
     return obj
+
+
+def _fits(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` (plain YAML data) fits type ``hint``: True, False, or None when the
+    hint is not one a config value can be judged against (a tensor, a callable, Any...)."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        verdicts = [_fits(value, h) for h in typing.get_args(hint)]
+        return True if True in verdicts else (None if None in verdicts else False)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    base = origin or hint
+    if base is type(None):
+        return value is None
+    if base is bool:
+        return isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base in (float, numbers.Real):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is str:
+        return isinstance(value, str)
+    if base in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple))
+    if base in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    return None
+
+
+def expected_types(func: Any) -> dict[str, tuple[Any, Any]]:
+    """Argument name → (expected type, default) of ``func`` (a function or class): its type
+    hints, else the type of a number / bool / str default (numbers accept int and float)."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return {}
+    try:
+        hints = typing.get_type_hints(func.__init__ if inspect.isclass(func) else func)
+    except Exception:  # unresolvable annotations: judge by the defaults only
+        hints = {}
+    out = default_types({n: par.default for n, par in sig.parameters.items()})
+    out.update({n: (hints[n], par.default) for n, par in sig.parameters.items() if n in hints})
+    return out
+
+
+def default_types(defaults: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Argument name → (type, default) judged from number / bool / str defaults alone (numbers
+    accept int and float; other defaults are not judged)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for name, default in defaults.items():
+        if isinstance(default, bool):
+            out[name] = (bool, default)
+        elif isinstance(default, (int, float)):
+            out[name] = (numbers.Real, default)
+        elif isinstance(default, str):
+            out[name] = (str, default)
+    return out
+
+
+def type_text(hint: Any) -> str:
+    """A type hint as a short readable string (``int``, ``float | None``)."""
+    if hint is numbers.Real:
+        return "a number"
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def check_types(
+    func: Any, values: dict[str, Any], prefix: str, owner: str, types_: dict | None = None
+) -> None:
+    """A ConfigError naming the key, the given value and the expected type when a config value
+    does not fit ``func``'s type hints (or its default's type; or ``types_``, name → (type,
+    default), when given). ``None`` is never judged (``null`` often means "the library's
+    default"); values of types it cannot judge pass."""
+    types_ = expected_types(func) if types_ is None else types_
+    for key, value in values.items():
+        if value is None or key not in types_:
+            continue
+        hint, default = types_[key]
+        if _fits(value, hint) is False:
+            example = (
+                f" (its default: {prefix}.{key}={default})"
+                if default is not inspect.Parameter.empty and default is not None
+                else ""
+            )
+            raise ConfigError(
+                f"{prefix}.{key}={value!r} is a {type(value).__name__}, but {owner} expects "
+                f"{key} to be {type_text(hint)}. Fix: give {prefix}.{key} a value of that "
+                f"type{example}."
+            )
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

@@ -27,6 +27,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as e:  # no room / no rights: the same errno, with the target path and the fix
+        Path(tmp).unlink(missing_ok=True)
+        fix = _write_fix(e.errno, path.parent)
+        if fix is None:
+            raise
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror}. Fix: {fix}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -75,3 +81,22 @@ def atomic_torch_save(obj: object, path: str | Path) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
+
+
+def _write_fix(code: int | None, folder: Path) -> str | None:
+    """How to fix a write into ``folder`` that failed with errno ``code`` for lack of room or
+    rights (None for other errors, which are re-raised unchanged)."""
+    import errno
+
+    elsewhere = "point cache_dir / results_dir / hydra.run.dir (hydra.sweep.dir) elsewhere"
+    rights = f"make {folder} writable for you (ls -ld {folder}), or {elsewhere}"
+    return {
+        errno.ENOSPC: f"free space on the disk holding {folder} (df -h {folder}; e.g. delete "
+        f"old cached features under cache_dir/features), or {elsewhere}",
+        errno.EDQUOT: f"free space within your disk quota for {folder} (quota -s), or {elsewhere}",
+        errno.EFBIG: f"the file exceeds the size limit of this process (ulimit -f) or of the "
+        f"file system holding {folder}: raise the limit, or {elsewhere}",
+        errno.EROFS: f"{folder} is on a read-only file system: {elsewhere}",
+        errno.EACCES: rights,
+        errno.EPERM: rights,
+    }.get(code or 0)

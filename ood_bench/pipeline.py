@@ -19,6 +19,7 @@ from ood_bench.config import build
 from ood_bench.corruptions import CorruptionConfig, apply_corruption, attack_ood
 from ood_bench.data.base import Benchmark
 from ood_bench.data.root import resolve_data_root
+from ood_bench.errors import ConfigError
 from ood_bench.features import FeatureExtractor, Features
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,29 @@ class Prepared:
     ood: dict[str, Features]
 
 
+def ood_set_names(value: object, bench: Benchmark) -> list[str] | None:
+    """The ``ood_sets`` setting as a list of names: ``null`` = all (None), one name = that set;
+    an empty list selects nothing to evaluate, which is an error."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else [str(n) for n in value]  # type: ignore[union-attr]
+    if not names:
+        available = list(bench.info.get("ood_available") or [s.name for s in bench.ood])
+        example = available[0] if available else "..."
+        raise ConfigError(
+            f"ood_sets=[] selects no OOD set of benchmark {bench.name!r}, so there is nothing "
+            f"to evaluate. Fix: name at least one, e.g. ood_sets=[{example}] (sets: "
+            f"{available}), or ood_sets=null for all of them."
+        )
+    return names
+
+
 def build_benchmark(cfg: DictConfig) -> Benchmark:
     """The job's benchmark with the selected OOD sets (``cfg.ood_sets``; null = all)."""
     if cfg.get("data_root"):  # a root that is set must exist, even when this benchmark is embedded
         resolve_data_root(cfg.data_root)
     bench = build(cfg.benchmark, "benchmark")
-    return bench.select_ood(list(cfg.ood_sets) if cfg.get("ood_sets") else None)
+    return bench.select_ood(ood_set_names(cfg.get("ood_sets"), bench))
 
 
 def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:

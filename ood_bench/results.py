@@ -133,6 +133,12 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda p: df.to_csv(p, index=False, float_format=FLOAT_FORMAT))
 
 
+NO_ROWS_FIX = (
+    "every job writes at least one row (a failed one too). Fix: rerun the job that wrote it, "
+    "or delete or leave out that file."
+)
+
+
 def read_results(*paths: str | Path) -> pd.DataFrame:
     """Read and validate result CSVs (a file or a folder of them); a foreign CSV is an error."""
     files: list[Path] = []
@@ -147,7 +153,10 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
         raise DataError(f"no CSV files under {[str(p) for p in paths]}")
     frames = []
     for f in files:
-        df = pd.read_csv(f, dtype=str, keep_default_na=False)
+        try:
+            df = pd.read_csv(f, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError as e:
+            raise DataError(f"{f} is empty: {NO_ROWS_FIX}") from e
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise DataError(
@@ -155,6 +164,8 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
                 "Fix: pass the metrics.csv files of jobs or the output of "
                 "scripts/collect.py."
             )
+        if df.empty:  # a table of nothing would look like a finished report
+            raise DataError(f"{f} has the results header but no result rows: {NO_ROWS_FIX}")
         df = df[COLUMNS].copy()
         for c in NUMERIC:
             df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")

@@ -129,6 +129,12 @@ def evaluate(cfg: DictConfig, job: dict[str, Any], bench=None) -> list[dict[str,
                 f"search_ood={tuned_on!r} is not an OOD set of {bench.name}: "
                 f"choose from {sorted(ood_f)}"
             )
+        if set(ood_f) == {tuned_on}:
+            raise ConfigError(
+                f"{detector.name} tunes its hyperparameters on OOD set {tuned_on!r}, which is "
+                "then not evaluated, and no other OOD set is left to evaluate. Fix: select "
+                "more sets (ood_sets=[...] or ood_sets=null), or switch the search off."
+            )
         detector.tune(calib_f, ood_f.pop(tuned_on))
         bench = bench.select_ood([s.name for s in bench.ood if s.name != tuned_on])
         log.warning(

@@ -57,3 +57,253 @@ def test_wrong_channel_count_says_which_transform():
 
     with pytest.raises(ConfigError, match=r"1×H×W.*3, 8, 8.*grayscale"):
         DigitsCNN(in_channels=1)(torch.zeros(2, 3, 8, 8))
+
+
+# --- issue 15, item 7: bad input that passed silently or crashed unhelpfully ---------------
+
+
+def _npz(tmp_path, y, n=6):
+    import numpy as np
+
+    path = tmp_path / "set.npz"
+    np.savez(path, x=np.zeros((n, 4, 4), np.uint8), y=y)
+    return path
+
+
+def test_npz_labels_of_another_length_are_refused(tmp_path):
+    import numpy as np
+
+    from ood_bench.data.images import NpzSet
+
+    path = _npz(tmp_path, np.arange(4) % 2)  # 6 images, 4 labels: 2 images would vanish
+    with pytest.raises(DataError, match=rf"{path}: y has shape \(4,\) but x holds 6.*Fix"):
+        NpzSet(path)
+
+
+def test_npz_float_labels_must_be_whole_numbers(tmp_path):
+    import numpy as np
+
+    from ood_bench.data.images import NpzSet
+
+    path = _npz(tmp_path, np.array([0.0, 1.0, 2.5, 1.0, 0.0, 2.0]))  # 2.5 would become 2
+    with pytest.raises(DataError, match=r"non-integer labels.*y\[2\]=2\.5.*integral.*Fix"):
+        NpzSet(path)
+    ds = NpzSet(_npz(tmp_path, np.array([0.0, 1.0, 2.0, 1.0, 0.0, -1.0])))
+    assert ds.targets.dtype == np.int64 and ds.targets.tolist() == [0, 1, 2, 1, 0, -1]
+    with pytest.raises(DataError, match="integer class labels, got dtype <U1"):
+        NpzSet(_npz(tmp_path, np.array(list("abcabc"))))
+
+
+def test_corrupt_checkpoint_card_is_named_and_rewritten(digits_bench, tmp_path, caplog):
+    import json
+
+    from ood_bench.backbones import get_backbone
+
+    first = get_backbone("digits_cnn", digits_bench, tmp_path, seed=0, train={"epochs": 1})
+    card = first.checkpoint.with_suffix(".json")
+    card.write_text('{"sha256": "abc", "trunc')  # e.g. a disk that filled up mid-write
+    with caplog.at_level("WARNING", logger="ood_bench.backbones"):
+        again = get_backbone("digits_cnn", digits_bench, tmp_path, seed=0, train={"epochs": 1})
+    assert f"checkpoint card {card} is corrupt" in caplog.text and "retrained" in caplog.text
+    assert json.loads(card.read_text())["sha256"] == again.sha256 == first.sha256
+
+
+def test_backbone_too_large_for_the_images_says_which_fits(digits_bench, tmp_path):
+    from ood_bench.backbones import get_backbone
+
+    with pytest.raises(ConfigError, match=r"lenet.*1×8×8.*at least 10×10.*backbone=digits_cnn"):
+        get_backbone("lenet", digits_bench, tmp_path, train={"epochs": 1})
+    assert not (tmp_path / "checkpoints").exists() or not any(
+        (tmp_path / "checkpoints").glob("*.pt")
+    ), "nothing is trained before the check"
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_missing_key_names_the_key_to_pass():
+    from omegaconf import OmegaConf
+
+    from ood_bench.config import build
+
+    cfg = _compose("backbone=checkpoint")
+    with pytest.raises(ConfigError, match=r"needs backbone\.arch, backbone\.checkpoint") as e:
+        build(cfg.backbone, "backbone")
+    assert "backbone.backbone" not in str(e.value) and "pass e.g. backbone.arch=" in str(e.value)
+    standalone = OmegaConf.create({"_target_": "builtins.dict", "arch": "???"})
+    with pytest.raises(ConfigError, match=r"needs backbone\.arch "):
+        build(standalone, "backbone")
+
+
+def test_one_ood_set_name_is_that_set_not_its_letters(digits_bench):
+    from ood_bench.pipeline import ood_set_names
+
+    assert [s.name for s in digits_bench.select_ood("uniform_noise").ood] == ["uniform_noise"]
+    assert ood_set_names("uniform_noise", digits_bench) == ["uniform_noise"]
+    assert ood_set_names(None, digits_bench) is None  # null = all
+
+
+def test_image_benchmark_takes_one_ood_set_name(tmp_path):
+    import numpy as np
+
+    from ood_bench.data.image_benchmark import build_image_benchmark
+
+    for split in ("train", "test"):
+        np.savez(tmp_path / f"{split}.npz", x=np.zeros((20, 8, 8), np.uint8), y=np.arange(20) % 2)
+    bench = build_image_benchmark(
+        name="toy",
+        id_set={"npz": "{split}.npz"},
+        ood=[
+            {"name": "uniform_noise", "group": "far", "noise": "uniform", "n": 5},
+            {"name": "gaussian_noise", "group": "far", "noise": "gaussian", "n": 5},
+        ],
+        preprocess={"channels": 1},
+        data_root=str(tmp_path),
+        ood_sets="uniform_noise",
+    )
+    assert [s.name for s in bench.ood] == ["uniform_noise"]
+
+
+def test_empty_ood_sets_is_an_error_unlike_null(digits_bench):
+    from ood_bench.pipeline import ood_set_names
+
+    with pytest.raises(ConfigError, match=r"ood_sets=\[\] selects no OOD set.*uniform_noise.*"):
+        ood_set_names([], digits_bench)
+
+
+def test_run_with_empty_ood_sets_fails_with_a_failed_row(tmp_path):
+    """ood_sets=[] stops before the backbone is built, so this end-to-end run is quick."""
+    from ood_bench.results import read_results
+    from tests.conftest import ROOT
+
+    proc = run_module(
+        "-m",
+        "ood_bench.run",
+        "ood_sets=[]",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        f"cache_dir={tmp_path / 'c'}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},  # this checkout's code, not an installed one
+        check=False,
+    )
+    assert proc.returncode != 0 and "ood_sets=null for all" in proc.stderr
+    row = read_results(tmp_path / "r" / "metrics.csv").iloc[0]
+    assert row["status"] == "failed" and "ood_sets=[] selects no OOD set" in row["error"]
+
+
+def test_full_disk_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from ood_bench.io import atomic_write_text
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    target = tmp_path / "out" / "metrics.csv"
+    with pytest.raises(OSError, match=rf"cannot write {target}: No space.*Fix: free space") as e:
+        atomic_write_text(target, "x")
+    assert e.value.errno == errno.ENOSPC
+    assert not list((tmp_path / "out").iterdir()), "the temp file is removed"
+
+    def broken(self, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "write_text", broken)
+    with pytest.raises(OSError, match=r"^\[Errno 5\] Input/output error$"):  # others unchanged
+        atomic_write_text(target, "x")
+
+
+def test_detector_param_of_the_wrong_type_names_key_value_and_type():
+    from ood_bench.config import build
+
+    cfg = _compose("detector=pood_knn", "detector.params.k=abc")
+    with pytest.raises(ConfigError, match=r"detector\.params\.k='abc' is a str.*KNN.*k to be int"):
+        build(cfg.detector, "detector")
+    cfg = _compose("detector=stat_masf", "detector.alpha=abc")  # any target, by its type hints
+    with pytest.raises(ConfigError, match=r"detector\.alpha='abc'.*StatDetector.*float"):
+        build(cfg.detector, "detector")
+
+
+@pytest.mark.parametrize("group", ["benchmark", "backbone", "detector", "corruption"])
+def test_every_option_passes_the_type_check(group):
+    """No false alarms: every shipped option's values fit its target's type hints."""
+    from hydra.utils import get_object
+    from omegaconf import OmegaConf
+
+    from ood_bench.config import check_types
+    from tests.conftest import CONF
+
+    for f in sorted((CONF / group).glob("*.yaml")):
+        extra = ["backbone.arch=lenet", "backbone.checkpoint=x"] if f.stem == "checkpoint" else []
+        node = _compose(f"{group}={f.stem}", *extra)[group]
+        values = OmegaConf.to_container(node, resolve=True)
+        if "_target_" not in values:  # e.g. corruption=none: plain settings
+            continue
+        check_types(get_object(values.pop("_target_")), values, group, f.stem)
+
+
+def test_header_only_results_csv_is_an_error(tmp_path):
+    from ood_bench.results import COLUMNS, collect, read_results
+    from tests.conftest import ROOT
+
+    job = tmp_path / "sweep" / "0_pood_msp"
+    job.mkdir(parents=True)
+    csv = job / "metrics.csv"
+    csv.write_text(",".join(COLUMNS) + "\n")
+    with pytest.raises(DataError, match=rf"{csv} has the results header but no result rows"):
+        read_results(csv)
+    with pytest.raises(DataError, match=rf"{csv} has the results header"):
+        collect(tmp_path / "sweep")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty.csv is empty"):
+        read_results(tmp_path / "empty.csv")
+    proc = run_module(
+        str(ROOT / "scripts" / "make_tables.py"),
+        str(csv),
+        "--out",
+        str(tmp_path / "tables"),
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert proc.returncode != 0 and "no result rows" in proc.stderr
+    assert not (tmp_path / "tables" / "results.md").exists()
+
+
+def test_openood_param_of_the_wrong_type_names_key_value_and_default():
+    pytest.importorskip("openood")
+    from ood_bench.config import build
+
+    det = build(_compose("detector=openood_knn", "detector.params.K=abc").detector, "detector")
+    with pytest.raises(ConfigError, match=r"detector\.params\.K='abc'.*knn.*a number.*K=50"):
+        det._build(None, 10, (8, 8))  # the check precedes any use of OpenOOD
+
+
+def test_search_on_the_only_ood_set_is_an_error(tmp_path):
+    """Tuning on the one selected OOD set would leave nothing to evaluate (an ok job, no AUROC)."""
+    from ood_bench.results import read_results
+    from tests.conftest import ROOT
+
+    proc = run_module(
+        "-m",
+        "ood_bench.run",
+        "detector=pood_knn",
+        "detector.search=true",
+        "ood_sets=[uniform_noise]",
+        "backbone.train.epochs=1",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        f"cache_dir={tmp_path / 'c'}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert proc.returncode != 0 and "no other OOD set is left" in proc.stderr
+    assert read_results(tmp_path / "r" / "metrics.csv").iloc[0]["status"] == "failed"

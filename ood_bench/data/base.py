@@ -95,10 +95,13 @@ class Benchmark:
             f"OOD sets: {[s.name for s in self.ood]}"
         )
 
-    def select_ood(self, names: list[str] | None) -> Benchmark:
-        """Keep only the named OOD sets (``None`` keeps all); unknown names are an error."""
+    def select_ood(self, names: list[str] | str | None) -> Benchmark:
+        """Keep only the named OOD sets (``None`` keeps all, one name is one set); unknown names
+        are an error."""
         if names is None:
             return self
+        if isinstance(names, str):  # not its letters
+            names = [names]
         return replace(self, ood=[self.ood_set(n) for n in names])
 
     def describe(self) -> str:

@@ -78,7 +78,7 @@ def build_image_benchmark(
     ood: list[dict[str, Any]],
     preprocess: dict[str, Any],
     data_root: str | None = None,
-    ood_sets: list[str] | None = None,
+    ood_sets: list[str] | str | None = None,
     calib_fraction: float = 0.1,
     fit_max: int | None = None,
     test_max: int | None = None,
@@ -95,6 +95,8 @@ def build_image_benchmark(
     root = resolve_data_root(data_root, f"benchmark {name}")
     pre = Preprocess.from_cfg(preprocess)
     known = [o["name"] for o in ood]
+    if isinstance(ood_sets, str):  # ood_sets=one_set: that set, not its letters
+        ood_sets = [ood_sets]
     if ood_sets is not None:
         unknown = sorted(set(ood_sets) - set(known))
         if unknown:

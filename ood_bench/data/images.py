@@ -251,6 +251,7 @@ class NpzSet(Dataset):
             raise DataError(
                 f"{path}: x must be uint8 N×H×W[×C], got {self.data.dtype} {self.data.shape}"
             )
+        self.targets = _integer_labels(path, self.targets, len(self.data))
 
     def __len__(self) -> int:
         return len(self.data)
@@ -258,6 +259,30 @@ class NpzSet(Dataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         """The ``i``-th raw uint8 image and its label."""
         return self.data[i], int(self.targets[i])
+
+
+def _integer_labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` of an npz file as int64: one integer label per image, else a DataError naming the
+    file, what is wrong and the fix (floats pass only when every value is a whole number)."""
+    fix = "Fix: save y as an integer array with one class id per image (-1 = unlabeled), "
+    fix += "e.g. np.savez(path, x=x, y=labels) with labels of dtype int64."
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(
+            f"{path}: y has shape {y.shape} but x holds {n} images; each image needs one "
+            f"label, or images and classes would be dropped silently. {fix}"
+        )
+    if np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if not len(bad):
+            return y.astype(np.int64)
+        raise DataError(
+            f"{path}: y holds non-integer labels ({len(bad)} of {n}, e.g. y[{bad[0]}]="
+            f"{y[bad[0]].item()}); class labels must be whole numbers (float arrays are accepted "
+            f"only when every value is integral, such as 3.0), nothing is rounded. {fix}"
+        )
+    raise DataError(f"{path}: y must hold integer class labels, got dtype {y.dtype}. {fix}")
 
 
 def load_source(source: dict[str, Any], split: str, root: Path) -> tuple[Dataset, str]:

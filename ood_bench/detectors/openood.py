@@ -46,6 +46,7 @@ from sklearn.metrics import roc_auc_score
 from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader, Dataset
 
+from ood_bench.config import check_types, default_types
 from ood_bench.detectors.base import Detector
 from ood_bench.detectors.openood_net import OpenOODNet
 from ood_bench.errors import ConfigError
@@ -615,6 +616,13 @@ class OpenOODDetector(Detector):
                 unknown,
                 sorted(args),
             )
+        check_types(
+            None,
+            self._params,
+            "detector.params",
+            f"OpenOOD's {self.postprocessor} postprocessor (its YAML's default)",
+            default_types(args),
+        )
         args.update(self._params)
         pp_cfg["postprocessor_args"] = args
         if self._sweep:

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
+from ood_bench.config import check_types
 from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
@@ -481,6 +482,7 @@ class PytorchOODDetector(Detector):
             raise ConfigError(
                 f"bad hyperparameters for pytorch-ood {self.cls_name}: {e}; its arguments: {names}"
             ) from e
+        check_types(self.klass, self._params, "detector.params", f"pytorch-ood's {self.cls_name}")
 
     def _hyperparameters(self) -> dict[str, Any]:
         """YAML values → constructor values (tensors, callables)."""
