@@ -172,9 +172,9 @@ def stat_detectors(results: Path) -> str:
 def backbones(results: Path) -> str:
     """ID test accuracy of each trained backbone, over the seeds of the committed sweeps."""
     df = pd.concat([_raw(results, "digits_all"), _raw(results, "mnist_fashion")])
-    t = report.id_accuracy_table(df).reset_index()
-    t.insert(0, "benchmark / backbone", "`" + t["benchmark"] + "` / `" + t["backbone"] + "`")
-    t = t.drop(columns=["benchmark", "backbone"])
+    t = report.id_accuracy_table(df)
+    t.index = ["`" + label.replace(" / ", "` / `") + "`" for label in t.index]
+    t = t.rename_axis("benchmark / backbone").reset_index()
     t["seeds"] = t["seeds"].astype(str)
     return (
         "ID test accuracy of the self-trained backbones (mean ± std over seeds, "
