@@ -545,13 +545,12 @@ class NoveltyDetector:
         a detector's own class-conditional or corrected calibration is not used).
         """
         self.detector = detector
-        if getattr(detector, "cfg", {}).get("class_conditional") or getattr(
-            detector, "cfg", {}
-        ).get("correction"):
+        if detector.calibration in ("class_conditional", "corrected"):
             log.warning(
                 "%s: novelty uses the marginal conformal p-values of the detector's score; its "
-                "class-conditional / corrected calibration is not used",
-                getattr(detector, "name", detector),
+                "%s calibration is not used",
+                detector.name,
+                detector.calibration.replace("_", "-"),
             )
         self.embedding.fit(fit)
         self.low_detector = None

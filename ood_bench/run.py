@@ -123,7 +123,7 @@ def evaluate(cfg: DictConfig, job: dict[str, Any], bench=None) -> list[dict[str,
     t0 = time.perf_counter()
     if "ood_validation" in detector.needs:
         # hyperparameter search on OOD data: the set it tunes on is not evaluated, and the rows say
-        tuned_on = getattr(detector, "search_ood", None) or bench.ood[0].name
+        tuned_on = detector.search_ood or bench.ood[0].name
         if tuned_on not in ood_f:
             raise ConfigError(
                 f"search_ood={tuned_on!r} is not an OOD set of {bench.name}: "
@@ -161,12 +161,12 @@ def evaluate(cfg: DictConfig, job: dict[str, Any], bench=None) -> list[dict[str,
             rows.append(
                 make_row(job, metric, value, s.name, s.group, len(s_id), len(s_ood[s.name]))
             )
-    if hasattr(detector, "pvalues"):
+    if detector.gives_pvalues:
         rows += pvalue_rows(detector, job, test_f, ood_f, bench)
     runtime = {
         "extract_s": extractor.extract_s,
         "forward_samples": extractor.forward_samples,
-        "detector_forward_samples": float(getattr(detector, "forward_samples", 0)),
+        "detector_forward_samples": float(detector.forward_samples),
         "cache_hits": extractor.cache_hits,
         "forward_ms_per_sample": float(test_f.meta.get("forward_ms_per_sample", np.nan)),
         "fit_s": fit_s,
@@ -189,8 +189,8 @@ def pvalue_rows(detector, job: dict[str, Any], test_f, ood_f, bench) -> list[dic
             make_row(job, m, v, s.name, s.group, len(p_id), len(p_ood))
             for m, v in pvalue_metrics(p_id, p_ood).items()
         ]
-    if hasattr(detector, "reference_nbytes"):
-        rows.append(make_row(job, "reference_mb", detector.reference_nbytes() / 2**20))
+    if (nbytes := detector.reference_nbytes()) is not None:
+        rows.append(make_row(job, "reference_mb", nbytes / 2**20))
     return rows
 
 

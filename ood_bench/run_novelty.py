@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ood_bench.config import build
 from ood_bench.data.base import Benchmark
+from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
 from ood_bench.io import atomic_write
 from ood_bench.metrics import accuracy
@@ -185,15 +186,12 @@ def run_scenario(
     return trials, frames, n_id, n_ood
 
 
-def fit_detector(detector: Any, prep: Prepared) -> None:
+def fit_detector(detector: Detector, prep: Prepared) -> None:
     """Fit the detector on ``fit`` only: the held-out ID pool (``calib`` ∪ ``test``) is
     re-split into calibration and test data in every trial, so a score fitted on ``calib``
     would break the exchangeability the conformal p-values and the count bound rest on."""
-    if hasattr(detector, "fit_reference"):  # a statistical detector: the score ignores calib
-        detector.fit_reference(prep.fit)
-        return
     try:
-        detector.fit(prep.fit, None)
+        detector.fit_reference(prep.fit)
     except ConfigError as e:
         raise ConfigError(
             f"{detector.name} fits on the calib split ({e}); novelty detection calibrates on "

@@ -63,7 +63,8 @@ def bench(name, model, x_test, feats, cfg_for) -> list[dict]:
     for option in DETECTORS:
         det = build(cfg_for(option).detector, "detector").fit(feats["fit"], feats["calib"])
         ms = score_ms(det, feats["test"])
-        mem = det.reference_nbytes() / 2**20 if hasattr(det, "reference_nbytes") else np.nan
+        nbytes = det.reference_nbytes()
+        mem = nbytes / 2**20 if nbytes is not None else np.nan
         rows.append(
             {
                 "backbone": name,

@@ -50,7 +50,9 @@ def digits_features(digits_bench, digits_backbone, cache_dir):
 
 def run_module(*args: str, cwd: Path, env: dict | None = None, check: bool = True):
     """Run ``python -m ood_bench.run ARGS`` (or a script) in a subprocess and return it."""
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
+    # the checkout under test, not whatever an editable install points at (a worktree, a clone)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONPATH": path, **(env or {})}
     proc = subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True
     )

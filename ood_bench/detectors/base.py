@@ -22,15 +22,44 @@ from ood_bench.features import Features
 
 
 class Detector(ABC):
-    """Fit on ID features, score any features; higher score = more OOD."""
+    """Fit on ID features, score any features; higher score = more OOD.
+
+    Capabilities are declared here, never probed: ``needs`` (``features``, ``model``,
+    ``ood_validation``), ``gives_pvalues`` (then :meth:`pvalues` and :meth:`reference_nbytes`
+    answer), ``calibration`` (how those p-values are calibrated), ``search_ood`` (the OOD set a
+    detector that tunes on OOD data uses; None: the benchmark's first) and ``forward_samples``
+    (images the detector itself pushed through the network).
+    """
 
     library: ClassVar[str] = "ood_bench"
     needs: ClassVar[frozenset[str]] = frozenset({"features"})
+    gives_pvalues: ClassVar[bool] = False
 
     def __init__(self, name: str):
         """Name the detector; no model is bound until :meth:`bind`."""
         self.name = name
         self.model: nn.Module | None = None
+        self.search_ood: str | None = None
+        self.forward_samples = 0
+
+    @property
+    def calibration(self) -> str:
+        """How the p-values are calibrated: ``none`` (no p-values), ``marginal`` (conformal on
+        calib), or ``class_conditional`` / ``corrected`` (what a novelty count cannot use)."""
+        return "none"
+
+    def pvalues(self, feats: Features) -> np.ndarray:
+        """Calibrated p-values (small = OOD) of detectors that declare ``gives_pvalues``."""
+        raise NotImplementedError(f"{self.name} gives scores, not p-values")
+
+    def reference_nbytes(self) -> int | None:
+        """Memory of the fitted references and calibration (None: not measured)."""
+        return None
+
+    def fit_reference(self, fit: Features) -> Detector:
+        """Fit what the score needs from ``fit`` alone, without calibration data (a novelty
+        trial recalibrates on fresh data); by default the plain :meth:`fit` without ``calib``."""
+        return self.fit(fit, None)
 
     def bind(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
         """Give a model detector the frozen network (feature detectors ignore it)."""

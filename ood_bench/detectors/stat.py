@@ -187,6 +187,8 @@ class StatDetector(Detector):
     (k-NN), ``alpha`` (the default decision level).
     """
 
+    gives_pvalues = True
+
     def __init__(
         self,
         name: str,
@@ -364,6 +366,18 @@ class StatDetector(Detector):
     def params(self) -> dict[str, Any]:
         """The detector's configuration (``cfg``)."""
         return dict(self.cfg)
+
+    @property
+    def calibration(self) -> str:
+        """``marginal`` conformal p-values, or the class-conditional / corrected variant."""
+        c = self.cfg
+        if not c["calibrate"]:
+            return "none"
+        return (
+            "class_conditional"
+            if c["class_conditional"]
+            else ("corrected" if c["correction"] else "marginal")
+        )
 
     def reference_nbytes(self) -> int:
         """Memory held by the fitted references and calibration scores."""
