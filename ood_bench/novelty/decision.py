@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,54 @@ from ood_bench.novelty.result import ClusterEvidence, NoveltyResult
 from ood_bench.novelty.sample import ID, Sample
 
 log = logging.getLogger(__name__)
+
+
+CRITERIA = {
+    "min_size": 10,
+    "min_certified": 1,
+    "compact_quantile": 1.0,
+    "compact_slack": 1.0,
+    "max_id_frac": 0.5,
+    "certify": "any",
+}
+LOW_LEVEL_KEYS = {"layers", "reduction", "statistic", "k", "alpha", "max_frac"}
+
+
+def _criteria(criteria: dict[str, Any] | None) -> dict[str, Any]:
+    """The decision criteria: ``criteria`` over :data:`CRITERIA`, validated."""
+    unknown = sorted(set(criteria or {}) - set(CRITERIA))
+    if unknown:
+        raise ConfigError(f"novelty.criteria: unknown keys {unknown}; known: {sorted(CRITERIA)}")
+    crit = {**CRITERIA, **(criteria or {})}
+    if crit["certify"] not in ("each", "any"):
+        raise ConfigError("novelty.criteria.certify must be each or any")
+    if int(crit["min_certified"]) < 1:
+        raise ConfigError(
+            "novelty.criteria.min_certified must be >= 1: the false-alarm guarantee needs "
+            "a declared cluster to outnumber the false rejections"
+        )
+    return crit
+
+
+def _low_level(low_level: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The low-level test's settings (None: off), their keys checked."""
+    cfg = dict(low_level) if low_level else None
+    if cfg:
+        unknown = sorted(set(cfg) - LOW_LEVEL_KEYS)
+        if unknown:
+            raise ConfigError(f"novelty.low_level: unknown keys {unknown}; known: {LOW_LEVEL_KEYS}")
+    return cfg
+
+
+@dataclass
+class Clustered:
+    """The rejected samples embedded and clustered (with the anchoring ID reference)."""
+
+    project: Callable[[np.ndarray], np.ndarray]  # base embedding → clustering space
+    z: np.ndarray  # the rejected samples in the clustering space
+    labels: np.ndarray  # cluster of each rejected sample (-1: none)
+    ref_labels: np.ndarray  # cluster of each ID reference sample (empty: not anchored)
+    threshold: float  # compactness threshold (nan: too few rejections to cluster)
 
 
 class NoveltyDetector:
@@ -59,31 +108,8 @@ class NoveltyDetector:
         self.refine_depth = int(refine)
         self.embedding = Embedding(**(embedding or {}))
         self.clusterer = Clusterer(**{"seed": seed, **(clustering or {})})
-        crit = {
-            "min_size": 10,
-            "min_certified": 1,
-            "compact_quantile": 1.0,
-            "compact_slack": 1.0,
-            "max_id_frac": 0.5,
-            "certify": "any",
-        }
-        unknown = sorted(set(criteria or {}) - set(crit))
-        if unknown:
-            raise ConfigError(f"novelty.criteria: unknown keys {unknown}; known: {sorted(crit)}")
-        self.criteria = {**crit, **(criteria or {})}
-        if self.criteria["certify"] not in ("each", "any"):
-            raise ConfigError("novelty.criteria.certify must be each or any")
-        if int(self.criteria["min_certified"]) < 1:
-            raise ConfigError(
-                "novelty.criteria.min_certified must be >= 1: the false-alarm guarantee needs "
-                "a declared cluster to outnumber the false rejections"
-            )
-        self.low_level_cfg = dict(low_level) if low_level else None
-        if self.low_level_cfg:
-            allowed = {"layers", "reduction", "statistic", "k", "alpha", "max_frac"}
-            unknown = sorted(set(self.low_level_cfg) - allowed)
-            if unknown:
-                raise ConfigError(f"novelty.low_level: unknown keys {unknown}; known: {allowed}")
+        self.criteria = _criteria(criteria)
+        self.low_level_cfg = _low_level(low_level)
 
     # fitting --------------------------------------------------------------------------------
     def fit(self, detector: Any, fit: Features, calib: Features) -> NoveltyDetector:
@@ -213,86 +239,15 @@ class NoveltyDetector:
         return labels
 
     def discover(self, batch: Sample, level: float | None = None) -> NoveltyResult:
-        """Reject, count, embed, cluster, decide per cluster (module docstring)."""
-        from ood_bench.stats import conformal_pvalues
-
+        """Reject → cluster → evidence → decide (package docstring): the decision on a batch."""
         level = self.level if level is None else float(level)
-        crit = self.criteria
-        m = len(batch)
-        rej = np.flatnonzero(self.pvalues(batch) <= self.alpha)
-        r = len(rej)
+        rej = self.reject(batch)
+        m, r = len(batch), len(rej)
         j_star = false_rejection_bound(m, r, self.alpha, self.n_calib, level)
         p_exc = excess_pvalue(m, r, self.alpha, self.n_calib)
-        project = self.embedding.projector(batch.z[rej])
-        z = project(batch.z[rej]) if r else np.empty((0, 1))
-        raw = np.full(r, -1, dtype=np.int64)
-        ref_labels = np.empty(0, dtype=np.int64)
-        thr = self.id_threshold(project) if r >= crit["min_size"] else float("nan")
-        if r >= crit["min_size"]:  # fewer rejections cannot make a large cluster
-            # anchored: the held-out ID reference is clustered with them, so known classes form
-            # their own clusters and one new class stands apart instead of being "the data"
-            pts = np.vstack([z, project(self.anchor_z)]) if self.anchor else z
-            all_labels = self.refine(pts, self.clusterer(pts), r, thr)
-            raw, ref_labels = all_labels[:r], all_labels[r:]
-        clusters: list[ClusterEvidence] = []
-        labels = np.full(r, -1, dtype=np.int64)
-        found = [c for c in np.unique(raw) if c >= 0]
-        if found:
-            p_low = (
-                conformal_pvalues(self.calib_low, batch.low[rej])
-                if self.low_detector is not None
-                else np.ones(r)
-            )
-            low_alpha = self.low_level_cfg.get("alpha", 0.05) if self.low_level_cfg else 0.0
-            low_max = self.low_level_cfg.get("max_frac", 0.5) if self.low_level_cfg else 1.0
-            # largest first, so labels are stable and readable
-            found.sort(key=lambda c: -int((raw == c).sum()))
-            next_label = 0
-            for c in found:
-                members = raw == c
-                size = int(members.sum())
-                n_ref = int((ref_labels == c).sum())
-                id_frac = n_ref / (n_ref + size)
-                known = id_frac > crit["max_id_frac"]
-                disp = dispersion(z[members])
-                atyp = float((p_low[members] <= low_alpha).mean()) if self.low_detector else 0.0
-                large = size >= crit["min_size"]
-                compact = disp <= thr
-                typical = atyp <= low_max
-                certified = size - j_star
-                is_new = (
-                    not known
-                    and large
-                    and compact
-                    and typical
-                    and certified >= crit["min_certified"]
-                )
-                label = -1
-                if not known:  # rejected samples in a known class's cluster stay unlabelled
-                    label, next_label = next_label, next_label + 1
-                    labels[members] = label
-                clusters.append(
-                    ClusterEvidence(
-                        label=label,
-                        size=size,
-                        certified=int(certified),
-                        n_id_ref=n_ref,
-                        id_frac=id_frac,
-                        dispersion=disp,
-                        compact_threshold=thr,
-                        low_level_atypical=atyp,
-                        known=bool(known),
-                        large=bool(large),
-                        compact=bool(compact),
-                        typical=bool(typical),
-                        is_new=bool(is_new),
-                    )
-                )
-        if crit["certify"] == "any" and any(c.is_new for c in clusters):
-            # the count certifies the decision once; further clusters need only the structure
-            for c in clusters:
-                c.is_new = not c.known and c.large and c.compact and c.typical
-        n_new = sum(c.is_new for c in clusters)
+        found = self.cluster(batch.z[rej])
+        clusters, labels = self.evidence(found, batch.low[rej], j_star)
+        n_new = self.decide(clusters)
         return NoveltyResult(
             new_class=n_new > 0,
             n_new=n_new,
@@ -307,7 +262,101 @@ class NoveltyDetector:
             alpha=self.alpha,
             level=level,
             n_calib=self.n_calib,
-            embedding=z,
-            reference=project(self.anchor_z) if r else np.empty((0, 0)),
+            embedding=found.z,
+            reference=found.project(self.anchor_z) if r else np.empty((0, 0)),
             reference_y=self.anchor_y,
         )
+
+    def reject(self, batch: Sample) -> np.ndarray:
+        """Indices of the batch's samples whose conformal p-value is <= ``alpha``."""
+        return np.flatnonzero(self.pvalues(batch) <= self.alpha)
+
+    def cluster(self, rejected: np.ndarray) -> Clustered:
+        """Embed the rejected samples (base vectors) and cluster them, refined.
+
+        Anchored: the held-out ID reference is clustered with them, so known classes form their
+        own clusters and one new class stands apart instead of being "the data". Fewer than
+        ``min_size`` rejections are left unclustered: they cannot make a large cluster.
+        """
+        r = len(rejected)
+        project = self.embedding.projector(rejected)
+        z = project(rejected) if r else np.empty((0, 1))
+        if r < self.criteria["min_size"]:
+            none = np.full(r, -1, dtype=np.int64)
+            return Clustered(project, z, none, np.empty(0, dtype=np.int64), float("nan"))
+        thr = self.id_threshold(project)
+        pts = np.vstack([z, project(self.anchor_z)]) if self.anchor else z
+        labels = self.refine(pts, self.clusterer(pts), r, thr)
+        return Clustered(project, z, labels[:r], labels[r:], thr)
+
+    def evidence(
+        self, found: Clustered, low: np.ndarray, j_star: int
+    ) -> tuple[list[ClusterEvidence], np.ndarray]:
+        """Weigh every cluster (largest first, so labels are stable and readable) against the
+        criteria; returns the evidence and a label per rejected sample, -1 for the samples in
+        a known class's cluster or in none."""
+        labels = np.full(len(found.labels), -1, dtype=np.int64)
+        ids = [c for c in np.unique(found.labels) if c >= 0]
+        if not ids:
+            return [], labels
+        p_low = self.low_level_pvalues(low)
+        ids.sort(key=lambda c: -int((found.labels == c).sum()))
+        clusters: list[ClusterEvidence] = []
+        next_label = 0
+        for c in ids:
+            members = found.labels == c
+            n_ref = int((found.ref_labels == c).sum())
+            ev = self.weigh(found.z[members], n_ref, p_low[members], j_star, found.threshold)
+            if not ev.known:
+                ev.label, next_label = next_label, next_label + 1
+                labels[members] = ev.label
+            clusters.append(ev)
+        return clusters, labels
+
+    def low_level_pvalues(self, low: np.ndarray) -> np.ndarray:
+        """Conformal p-values of the rejected samples' low-level statistic (ones when off)."""
+        from ood_bench.stats import conformal_pvalues
+
+        if self.low_detector is None:
+            return np.ones(len(low))
+        return conformal_pvalues(self.calib_low, low)
+
+    def weigh(
+        self, z: np.ndarray, n_ref: int, p_low: np.ndarray, j_star: int, thr: float
+    ) -> ClusterEvidence:
+        """One cluster's evidence: its ``size`` rejected samples (embedded ``z``, low-level
+        p-values ``p_low``) and ``n_ref`` ID reference samples; :meth:`decide` sets ``is_new``."""
+        crit, cfg = self.criteria, self.low_level_cfg or {}
+        size = len(z)
+        id_frac = n_ref / (n_ref + size)
+        disp = dispersion(z)
+        atyp = 0.0
+        if self.low_detector is not None:
+            atyp = float((p_low <= cfg.get("alpha", 0.05)).mean())
+        return ClusterEvidence(
+            label=-1,
+            size=size,
+            certified=int(size - j_star),
+            n_id_ref=n_ref,
+            id_frac=id_frac,
+            dispersion=disp,
+            compact_threshold=thr,
+            low_level_atypical=atyp,
+            known=bool(id_frac > crit["max_id_frac"]),
+            large=bool(size >= crit["min_size"]),
+            compact=bool(disp <= thr),
+            typical=bool(atyp <= (cfg.get("max_frac", 0.5) if self.low_level_cfg else 1.0)),
+            is_new=False,
+        )
+
+    def decide(self, clusters: list[ClusterEvidence]) -> int:
+        """Mark the clusters declared new classes and count them. ``certify: each``: every one
+        is certified; ``any``: once one is, the count certifies the decision and the others
+        need only the structure."""
+        min_certified = self.criteria["min_certified"]
+        for c in clusters:
+            c.is_new = c.structural and c.certified >= min_certified
+        if self.criteria["certify"] == "any" and any(c.is_new for c in clusters):
+            for c in clusters:
+                c.is_new = c.structural
+        return sum(c.is_new for c in clusters)

@@ -25,6 +25,11 @@ class ClusterEvidence:
     typical: bool
     is_new: bool
 
+    @property
+    def structural(self) -> bool:
+        """Every criterion but the count: not known, large, compact and low-level typical."""
+        return not self.known and self.large and self.compact and self.typical
+
 
 @dataclass
 class NoveltyResult:
