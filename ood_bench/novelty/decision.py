@@ -6,10 +6,11 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
 from ood_bench.novelty.bound import excess_pvalue, false_rejection_bound, n_rejectable
@@ -17,6 +18,9 @@ from ood_bench.novelty.clustering import Clusterer, dispersion
 from ood_bench.novelty.embedding import Embedding, resolve_layers
 from ood_bench.novelty.result import ClusterEvidence, NoveltyResult
 from ood_bench.novelty.sample import ID, Sample
+
+if TYPE_CHECKING:
+    from ood_bench.detectors.stat import StatDetector
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,7 @@ class NoveltyDetector:
         self.low_level_cfg = _low_level(low_level)
 
     # fitting --------------------------------------------------------------------------------
-    def fit(self, detector: Any, fit: Features, calib: Features) -> NoveltyDetector:
+    def fit(self, detector: Detector, fit: Features, calib: Features) -> NoveltyDetector:
         """Fit the embedding (and the low-level test) on ``fit``, then calibrate on ``calib``.
 
         ``detector`` must be fitted, without ``calib`` (the score must not have seen the
@@ -129,26 +133,28 @@ class NoveltyDetector:
                 detector.calibration.replace("_", "-"),
             )
         self.embedding.fit(fit)
-        self.low_detector = None
-        if self.low_level_cfg:
-            from ood_bench.detectors.stat import StatDetector
-
-            c = self.low_level_cfg
-            red = c.get("reduction", "mean")
-            layers = [
-                k.rpartition(".")[0] or k
-                for k in resolve_layers(fit, c.get("layers", "first"), red)
-            ]
-            self.low_detector = StatDetector(
-                "novelty_low_level",
-                reduction=red,
-                statistic=c.get("statistic", "knn"),
-                layers=layers,
-                k=int(c.get("k", 10)),
-                calibrate=False,
-            ).fit_reference(fit)
+        self.low_detector = self._low_level_detector(fit) if self.low_level_cfg else None
         self.calibrate(self.sample(calib))
         return self
+
+    def _low_level_detector(self, fit: Features) -> StatDetector:
+        """The low-level test: a statistical detector on the first layer(s), fitted on ``fit``
+        without calibration (:meth:`calibrate` gives its conformal reference)."""
+        from ood_bench.detectors.stat import StatDetector
+
+        c = self.low_level_cfg or {}
+        red = c.get("reduction", "mean")
+        layers = [
+            k.rpartition(".")[0] or k for k in resolve_layers(fit, c.get("layers", "first"), red)
+        ]
+        return StatDetector(
+            "novelty_low_level",
+            reduction=red,
+            statistic=c.get("statistic", "knn"),
+            layers=layers,
+            k=int(c.get("k", 10)),
+            calibrate=False,
+        ).fit_reference(fit)
 
     def sample(self, feats: Features, kind: int = ID, y: np.ndarray | None = None) -> Sample:
         """Precompute the arrays of a set (scores, low-level statistic, base embedding)."""

@@ -28,16 +28,25 @@ def resolve_layers(feats: Features, layers: str | Sequence[str] | None, reductio
     ``first`` (the first tapped layer), ``middle`` (all but the first and the last), ``all``."""
     keys = tap_layers(feats, reduction)
     if layers is None or isinstance(layers, str):
-        spec = layers or "all"
-        if spec == "first":
-            return keys[:1]
-        if spec == "middle":
-            return keys[1:-1] if len(keys) > 2 else keys[-1:]
-        if spec == "all":
-            return keys
-        if spec == "penultimate":
-            return ["penultimate"]
-        raise ConfigError(f"layers={spec!r}: give a list of taps or first / middle / all")
+        return _named_layers(keys, layers or "all")
+    return _listed_layers(feats, keys, layers)
+
+
+def _named_layers(keys: list[str], spec: str) -> list[str]:
+    """The tap keys a named spec (``first``, ``middle``, ``all``, ``penultimate``) stands for."""
+    if spec == "first":
+        return keys[:1]
+    if spec == "middle":
+        return keys[1:-1] if len(keys) > 2 else keys[-1:]
+    if spec == "all":
+        return keys
+    if spec == "penultimate":
+        return ["penultimate"]
+    raise ConfigError(f"layers={spec!r}: give a list of taps or first / middle / all")
+
+
+def _listed_layers(feats: Features, keys: list[str], layers: Sequence[str]) -> list[str]:
+    """The feature keys of listed tap names (a layer name, a feature key or ``penultimate``)."""
     out = []
     base = {k.rpartition(".")[0] if k.rpartition(".")[2] in ("max", "mean") else k: k for k in keys}
     for name in layers:

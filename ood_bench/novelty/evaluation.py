@@ -48,16 +48,28 @@ def true_classes(source: Any) -> np.ndarray | None:
         return None
     spec = getattr(source, "spec", {}) or {}
     if spec.get("source") == "sklearn.load_digits" and spec.get("set") == "near_classes":
-        from sklearn.datasets import load_digits
+        return _digits_classes(spec["classes"], len(source))
+    return _subset_classes(getattr(source, "dataset", None))
 
-        target = load_digits().target
-        y = target[np.isin(target, [int(c) for c in spec["classes"]])]
-        return y.astype(np.int64) if len(y) == len(source) else None
-    ds = getattr(source, "dataset", None)
+
+def _digits_classes(classes: list, n: int) -> np.ndarray | None:
+    """The ``load_digits()`` targets of ``classes`` in their original order (None unless they
+    are the set's ``n`` samples)."""
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    y = target[np.isin(target, [int(c) for c in classes])]
+    return y.astype(np.int64) if len(y) == n else None
+
+
+def _subset_classes(ds: Any) -> np.ndarray | None:
+    """The base dataset's targets at the indices of an index subset (``.base``, ``.indices``);
+    None when they are missing or unknown (-1)."""
     base, idx = getattr(ds, "base", None), getattr(ds, "indices", None)
-    if base is not None and idx is not None:
-        for attr in ("targets", "labels", "_labels"):
-            if hasattr(base, attr):
-                y = np.asarray(getattr(base, attr), dtype=np.int64)[np.asarray(idx)]
-                return y if len(y) and (y >= 0).all() else None
+    if base is None or idx is None:
+        return None
+    for attr in ("targets", "labels", "_labels"):
+        if hasattr(base, attr):
+            y = np.asarray(getattr(base, attr), dtype=np.int64)[np.asarray(idx)]
+            return y if len(y) and (y >= 0).all() else None
     return None

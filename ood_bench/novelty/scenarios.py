@@ -7,7 +7,9 @@ fresh part of the held-out ID pool, draws its batch, and asks the detector for a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -188,34 +190,15 @@ def run_stream_trial(
     cal, ids = _split_pool(rng, pool, n_calib)
     if sc.n_id:  # the stream's ID samples (the rest of the pool is not used)
         ids = ids.take(np.arange(min(sc.n_id, len(ids))))
-    if sc.change_at >= len(ids):
-        raise ConfigError(f"scenario {sc.name}: change_at={sc.change_at} >= {len(ids)} ID samples")
-    n_post_id = len(ids) - sc.change_at
-    n_post_new = int(round(n_post_id * sc.new_rate / (1 - sc.new_rate)))
-    drawn, _ = _draw_new(rng, new, n_post_new, sc.new_classes_per_trial or 1)
-    post = Sample.concat([ids.take(np.arange(sc.change_at, len(ids))), drawn])
-    post = post.take(rng.permutation(len(post)))
-    stream = Sample.concat([ids.take(np.arange(sc.change_at)), post])
+    stream = _stream(rng, sc, ids, new)
     nd.calibrate(cal)
-    checks = np.arange(sc.check_every, len(stream) + 1, sc.check_every)
-    alarm_at = delay = None
-    for j, t in enumerate(checks, start=1):
-        lvl = (
-            nd.level / len(checks)
-            if sc.spending == "bonferroni"
-            else nd.level * 6 / (math.pi**2 * j**2)
-        )
-        start = 0 if sc.window is None else max(0, t - sc.window)
-        res = nd.discover(stream.take(np.arange(start, t)), level=lvl)
-        if res.new_class:
-            alarm_at = int(t)
-            delay = int((stream.kind[:t] == NEW).sum())
-            break
+    alarm_at, delay = _first_alarm(nd, sc, stream)
+    after = alarm_at is not None and alarm_at > sc.change_at
     return TrialResult(
         scenario=sc.name,
         trial=trial,
         truth=True,
-        declared=alarm_at is not None and alarm_at > sc.change_at,
+        declared=after,
         n_new_est=0,
         n_new_true=1,
         n_rejected=0,
@@ -224,38 +207,90 @@ def run_stream_trial(
         true_outliers=0,
         m=len(stream),
         alarm_at=alarm_at,
-        delay=delay if alarm_at is not None and alarm_at > sc.change_at else None,
-        false_alarm=alarm_at is not None and alarm_at <= sc.change_at,
+        delay=delay if after else None,
+        false_alarm=alarm_at is not None and not after,
     )
+
+
+def _stream(rng: np.random.Generator, sc: Scenario, ids: Sample, new: Sample) -> Sample:
+    """``change_at`` ID samples, then the other ID samples shuffled with new-class samples
+    drawn at ``new_rate``."""
+    if sc.change_at >= len(ids):
+        raise ConfigError(f"scenario {sc.name}: change_at={sc.change_at} >= {len(ids)} ID samples")
+    n_post_id = len(ids) - sc.change_at
+    n_post_new = int(round(n_post_id * sc.new_rate / (1 - sc.new_rate)))
+    drawn, _ = _draw_new(rng, new, n_post_new, sc.new_classes_per_trial or 1)
+    post = Sample.concat([ids.take(np.arange(sc.change_at, len(ids))), drawn])
+    post = post.take(rng.permutation(len(post)))
+    return Sample.concat([ids.take(np.arange(sc.change_at)), post])
+
+
+def _check_level(level: float, sc: Scenario, j: int, n_checks: int) -> float:
+    """The level of the j-th of ``n_checks`` checks: the union bound over them is ``level``."""
+    if sc.spending == "bonferroni":
+        return level / n_checks
+    return level * 6 / (math.pi**2 * j**2)
+
+
+def _first_alarm(
+    nd: NoveltyDetector, sc: Scenario, stream: Sample
+) -> tuple[int | None, int | None]:
+    """Samples seen and new-class samples seen at the first check that declares a new class
+    (None, None: no alarm)."""
+    checks = np.arange(sc.check_every, len(stream) + 1, sc.check_every)
+    for j, t in enumerate(checks, start=1):
+        lvl = _check_level(nd.level, sc, j, len(checks))
+        start = 0 if sc.window is None else max(0, t - sc.window)
+        if nd.discover(stream.take(np.arange(start, t)), level=lvl).new_class:
+            return int(t), int((stream.kind[:t] == NEW).sum())
+    return None, None
 
 
 def summarise(trials: list[TrialResult], sc: Scenario) -> dict[str, float]:
     """Rates and means over the trials of one scenario (the job's metric values)."""
-    n = len(trials)
-    out: dict[str, float] = {"n_trials": float(n)}
-    if sc.kind == "stream":
-        detected = [t for t in trials if t.declared]
-        out["stream_false_alarm"] = float(np.mean([t.false_alarm for t in trials]))
-        out["stream_detect_rate"] = len(detected) / n
-        if detected:
-            out["stream_delay"] = float(np.mean([t.delay for t in detected]))
-            out["stream_delay_median"] = float(np.median([t.delay for t in detected]))
-        return out
-    correct = [t.declared == t.truth for t in trials]
-    out["novelty_decision_acc"] = float(np.mean(correct))
+    out: dict[str, float] = {"n_trials": float(len(trials))}
+    out.update(_stream_summary(trials) if sc.kind == "stream" else _batch_summary(trials, sc))
+    return out
+
+
+def _mean(trials: list[TrialResult], value: Callable[[TrialResult], Any]) -> float:
+    """Mean of ``value`` over the trials (booleans: a rate)."""
+    return float(np.mean([value(t) for t in trials]))
+
+
+# batch metrics that are a plain mean over the trials, in the order they are reported
+BATCH_MEANS: dict[str, Callable[[TrialResult], Any]] = {
+    "n_new_est": lambda t: t.n_new_est,
+    "n_new_true": lambda t: t.n_new_true,
+    "n_new_exact": lambda t: t.n_new_est == t.n_new_true,
+    "n_rejected": lambda t: t.n_rejected,
+    "true_outliers_lb": lambda t: t.true_lower,
+    "true_outliers": lambda t: t.true_outliers,
+    "outlier_bound_coverage": lambda t: t.true_lower <= t.true_outliers,
+}
+
+
+def _stream_summary(trials: list[TrialResult]) -> dict[str, float]:
+    """Stream metrics: false alarms before the change, detections after it, and their delay."""
+    detected = [t for t in trials if t.declared]
+    out = {
+        "stream_false_alarm": _mean(trials, lambda t: t.false_alarm),
+        "stream_detect_rate": len(detected) / len(trials),
+    }
+    if detected:
+        out["stream_delay"] = _mean(detected, lambda t: t.delay)
+        out["stream_delay_median"] = float(np.median([t.delay for t in detected]))
+    return out
+
+
+def _batch_summary(trials: list[TrialResult], sc: Scenario) -> dict[str, float]:
+    """Batch metrics: decisions, counts, and the clustering scores of the trials that have them."""
+    out = {"novelty_decision_acc": _mean(trials, lambda t: t.declared == t.truth)}
     if sc.has_new_class:
-        out["novelty_miss"] = float(np.mean([not t.declared for t in trials]))
+        out["novelty_miss"] = _mean(trials, lambda t: not t.declared)
     else:
-        out["novelty_false_alarm"] = float(np.mean([t.declared for t in trials]))
-    out["n_new_est"] = float(np.mean([t.n_new_est for t in trials]))
-    out["n_new_true"] = float(np.mean([t.n_new_true for t in trials]))
-    out["n_new_exact"] = float(np.mean([t.n_new_est == t.n_new_true for t in trials]))
-    out["n_rejected"] = float(np.mean([t.n_rejected for t in trials]))
-    out["true_outliers_lb"] = float(np.mean([t.true_lower for t in trials]))
-    out["true_outliers"] = float(np.mean([t.true_outliers for t in trials]))
-    out["outlier_bound_coverage"] = float(
-        np.mean([t.true_lower <= t.true_outliers for t in trials])
-    )
+        out["novelty_false_alarm"] = _mean(trials, lambda t: t.declared)
+    out.update({key: _mean(trials, value) for key, value in BATCH_MEANS.items()})
     for key in ("cluster_acc", "nmi", "ari"):
         vals = [t.scores[key] for t in trials if key in t.scores]
         if vals:
