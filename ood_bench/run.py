@@ -8,106 +8,28 @@ schema of :mod:`ood_bench.results`) into its Hydra output directory. A job that 
 from __future__ import annotations
 
 import logging
-import resource
-import shutil
-import sys
 import time
-import uuid
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
 import pandas as pd
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ood_bench.backbones import known_sha256
-from ood_bench.config import build, config_hash
-from ood_bench.environment import environment
+from ood_bench.config import build
+from ood_bench.data.base import Benchmark
 from ood_bench.errors import ConfigError
-from ood_bench.io import atomic_write_text
+from ood_bench.job import JobResult, peak_rss_mb, run_job, seed_of
 from ood_bench.metrics import accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
-from ood_bench.pipeline import build_benchmark, prepare, seed_everything
-from ood_bench.results import make_row, read_results, to_frame, write_csv
+from ood_bench.pipeline import prepare, seed_everything
+from ood_bench.results import make_row, to_frame
 
 log = logging.getLogger("ood_bench.run")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
-
-
-def complete_sha(path: Path, chash: str) -> str | None:
-    """The backbone sha256 of the complete, successful result set of config ``chash`` that the
-    CSV at ``path`` holds (one backbone per file), or None when it holds no such result."""
-    if not path.is_file():
-        return None
-    try:
-        df = read_results(path)
-    except Exception:  # unreadable or foreign: not complete, the job runs again
-        return None
-    complete = (
-        bool(len(df))
-        and (df["config_hash"] == chash).all()
-        and (df["status"] == "ok").all()
-        and "id_acc" in set(df["metric"])
-        and df["backbone_sha256"].nunique() == 1
-    )
-    return str(df["backbone_sha256"].iloc[0]) if complete else None
-
-
-def shared_result(results_dir: str | Path, chash: str, backbone_sha256: str) -> Path:
-    """Where a finished job leaves its rows in ``results_dir``: one file per (config, backbone)."""
-    return Path(results_dir).expanduser() / "jobs" / f"{chash}-{backbone_sha256[:12]}.csv"
-
-
-def seed_of(cfg: DictConfig) -> int:
-    """The job's seed as an int; a clear error for anything else (e.g. ``seed=abc``)."""
-    try:
-        return int(str(cfg.seed))
-    except (TypeError, ValueError):
-        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}. Fix: e.g. seed=0") from None
-
-
-def _int_or_none(value: Any) -> int | None:
-    """``int(value)``, or None when it is not an integer (the failed row still gets written)."""
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def job_identity(cfg: DictConfig, sweep: str) -> dict[str, Any]:
-    """The columns every row of this job shares (the backbone's sha is filled in later)."""
-    stamp = datetime.now(timezone.utc)
-    env = environment(str(cfg.device))
-    return {
-        "run_id": f"{stamp:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}",
-        "sweep": sweep,
-        "config_hash": config_hash(cfg),
-        "status": "ok",
-        "error": "",
-        "git_sha": env["git_sha"],
-        "benchmark": str(cfg.benchmark.name),
-        "id_dataset": "",
-        "backbone": str(cfg.backbone.name),
-        "backbone_sha256": "",
-        "detector": str(cfg.detector.name),
-        "library": "",
-        "seed": _int_or_none(cfg.seed),
-        "corruption": str(cfg.corruption.name) if cfg.get("corruption") else "none",
-        "severity": _int_or_none(cfg.corruption.severity) if cfg.get("corruption") else 0,
-        **{k: v for k, v in env.items() if k != "git_sha"},
-        "timestamp": stamp.isoformat(timespec="seconds"),
-    }
-
-
-def evaluate(cfg: DictConfig, job: dict[str, Any], bench=None) -> list[dict[str, Any]]:
+def evaluate(
+    cfg: DictConfig, job: dict[str, Any], bench: Benchmark | None = None
+) -> list[dict[str, Any]]:
     """Prepared features → detector fit/score → metric rows (``bench``: already built)."""
     prep = prepare(cfg, bench)
     bench, extractor = prep.bench, prep.extractor
@@ -208,110 +130,22 @@ def summary(df: pd.DataFrame) -> str:
     return table.to_markdown(floatfmt=".4f")
 
 
-def expected_backbone_sha256(cfg: DictConfig, bench) -> str | None:
-    """The sha256 of the checkpoint this job will use, when known before training (None)."""
-    params = OmegaConf.to_container(cfg.backbone, resolve=True)
-    params.pop("_target_", None)
-    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
-    return known_sha256(benchmark=bench, cache_dir=cache_dir, **params)
-
-
-def find_complete(cfg: DictConfig, job: dict[str, Any], out_csv: Path, bench) -> Path | None:
-    """A complete result of this job (same config hash **and** backbone sha256) in its output
-    folder or in ``results_dir``, or None; the log says why a result that exists is not used."""
-    chash = job["config_hash"]
-    sha = expected_backbone_sha256(cfg, bench)
-    candidates = [out_csv]
-    if cfg.get("results_dir"):
-        jobs = Path(cfg.results_dir).expanduser() / "jobs"
-        candidates += sorted(jobs.glob(f"{chash}-*.csv"))
-    found = {p: complete_sha(p, chash) for p in candidates}
-    for path, done_sha in found.items():
-        if sha is not None and done_sha == sha:
-            return path
-    others = sorted({s[:12] for s in found.values() if s})
-    if others:
-        why = (
-            "this job's self-trained checkpoint is not in cache_dir yet, so whether they come "
-            "from the same weights is unknown (they depend on the thread count)"
-            if sha is None
-            else f"this job's checkpoint has sha256 {sha[:12]}…"
-        )
-        log.info(
-            "results for config %s exist with backbone sha256 %s, but %s: running the job",
-            chash,
-            ", ".join(f"{o}…" for o in others),
-            why,
-        )
-    return None
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    """Run one job (Hydra entry point) and write its ``metrics.csv`` (and the shared copy).
+    """Run one job (Hydra entry point): :func:`evaluate` inside the shared job scaffold
+    (:func:`ood_bench.job.run_job`: skip when complete, ``failed`` row, writing)."""
+    run_job(cfg, evaluate_job)
 
-    Skips the job when complete results for its config hash and backbone checkpoint exist
-    (unless ``rerun``); a failed job writes one ``failed`` row, and re-raises outside a
-    multirun."""
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
-    sweep = Path(hc.sweep.dir).name if multirun else "run"
-    job = job_identity(cfg, sweep)
-    chash = job["config_hash"]
-    out_csv = out_dir / "metrics.csv"
-    try:
-        seed_of(cfg)
-        bench = build_benchmark(cfg)
-        done = None if cfg.get("rerun", False) else find_complete(cfg, job, out_csv, bench)
-        if done is not None:
-            if done != out_csv:
-                shutil.copyfile(done, out_csv)  # so collect on this sweep finds it (same run_id)
-            log.info(
-                "skipping job %s (%s/%s/%s seed %s): complete results for config %s and this "
-                "backbone checkpoint already in %s (rerun=true forces it)",
-                out_dir.name,
-                job["benchmark"],
-                job["backbone"],
-                job["detector"],
-                job["seed"],
-                chash,
-                done,
-            )
-            return
-        atomic_write_text(out_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        log.info(
-            "job %s: benchmark=%s backbone=%s detector=%s seed=%s config %s → %s",
-            job["run_id"],
-            job["benchmark"],
-            job["backbone"],
-            job["detector"],
-            job["seed"],
-            chash,
-            out_dir,
-        )
-        rows = evaluate(cfg, job, bench)
-    except Exception as e:
-        log.exception("job failed: %s", e)
-        job.update(status="failed", error=f"{type(e).__name__}: {e}"[:1000])
-        path = write_csv(to_frame([make_row(job, "job", float("nan"))]), out_csv)
-        log.error("wrote failed row to %s", path)
-        if not multirun:
-            raise
-        return
-    df = to_frame(rows)
-    path = write_csv(df, out_csv)
-    shared = None
-    if cfg.get("results_dir"):
-        shared = write_csv(df, shared_result(cfg.results_dir, chash, job["backbone_sha256"]))
+
+def evaluate_job(cfg: DictConfig, job: dict[str, Any], bench: Benchmark) -> JobResult:
+    """:func:`evaluate`'s rows with the log summary (ID accuracy, metrics per OOD set)."""
+    df = to_frame(rows := evaluate(cfg, job, bench))
     acc = df.loc[df.metric == "id_acc", "value"].iloc[0]
-    log.info(
-        "ID test accuracy %.2f%%; results per OOD set (%s):\n%s",
-        100 * acc,
-        job["detector"],
-        summary(df),
+    text = (
+        f"ID test accuracy {100 * acc:.2f}%; results per OOD set ({job['detector']}):\n"
+        + summary(df)
     )
-    log.info("wrote %d rows to %s%s", len(df), path, f" and {shared}" if shared else "")
+    return JobResult(rows, summary=text)
 
 
 if __name__ == "__main__":

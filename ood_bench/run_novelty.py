@@ -25,15 +25,13 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ood_bench.config import build
 from ood_bench.data.base import Benchmark
 from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
-from ood_bench.io import atomic_write
+from ood_bench.job import JobResult, peak_rss_mb, run_job
 from ood_bench.metrics import accuracy
 from ood_bench.novelty import (
     ID,
@@ -51,8 +49,7 @@ from ood_bench.novelty import (
     true_classes,
 )
 from ood_bench.pipeline import Prepared, prepare, seed_everything
-from ood_bench.results import make_row, to_frame, write_csv
-from ood_bench.run import job_identity, peak_rss_mb
+from ood_bench.results import make_row, to_frame
 
 log = logging.getLogger("ood_bench.run_novelty")
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -200,10 +197,10 @@ def fit_detector(detector: Detector, prep: Prepared) -> None:
 
 
 def evaluate(
-    cfg: DictConfig, job: dict[str, Any]
+    cfg: DictConfig, job: dict[str, Any], bench: Benchmark | None = None
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
     """Prepared features → detector → novelty method → scenarios → rows, trials, samples."""
-    prep = prepare(cfg)
+    prep = prepare(cfg, bench)
     bench = prep.bench
     job.update(id_dataset=bench.id_name, backbone_sha256=prep.backbone.sha256)
     seed_everything(int(cfg.seed))
@@ -284,13 +281,6 @@ def trial_record(tr: TrialResult) -> dict[str, Any]:
     return rec
 
 
-def write_gz(df: pd.DataFrame, path: Path) -> Path:
-    """Write ``df`` atomically as gzip-compressed CSV at ``path``."""
-    return atomic_write(
-        path, lambda p: df.to_csv(p, index=False, float_format="%.6g", compression="gzip")
-    )
-
-
 def summary_table(df: pd.DataFrame) -> str:
     """Markdown table of the novelty metrics per scenario (for the log)."""
     d = df[df["ood_group"] == GROUP]
@@ -303,39 +293,19 @@ def summary_table(df: pd.DataFrame) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="novelty")
 def main(cfg: DictConfig) -> None:
-    """Run one novelty job (Hydra entry point): every scenario's trials, written as
-    ``metrics.csv`` plus gzip trial and sample tables; a failed job writes one ``failed``
-    row, and re-raises outside a multirun."""
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
-    job = job_identity(cfg, Path(hc.sweep.dir).name if multirun else "run")
-    job["detector"] = f"{cfg.detector.name}+{cfg.novelty.name}"
-    log.info(
-        "novelty job %s: %s on %s, seed %s → %s",
-        job["run_id"],
-        job["detector"],
-        job["benchmark"],
-        job["seed"],
-        out_dir,
-    )
-    try:
-        rows, trials_df, samples_df = evaluate(cfg, job)
-    except Exception as e:
-        log.exception("job failed: %s", e)
-        job.update(status="failed", error=f"{type(e).__name__}: {e}"[:1000])
-        write_csv(to_frame([make_row(job, "job", float("nan"))]), out_dir / "metrics.csv")
-        if not multirun:
-            raise
-        return
-    df = to_frame(rows)
-    path = write_csv(df, out_dir / "metrics.csv")
-    if not trials_df.empty:
-        write_gz(trials_df, out_dir / "novelty_trials.csv.gz")
-    if not samples_df.empty:
-        write_gz(samples_df, out_dir / "novelty_samples.csv.gz")
-    log.info("novelty results (%s):\n%s", job["detector"], summary_table(df))
-    log.info("wrote %d rows to %s", len(df), path)
+    """Run one novelty job (Hydra entry point) in the shared job scaffold
+    (:func:`ood_bench.job.run_job`): every scenario's trials, written as gzip trial and sample
+    tables and ``metrics.csv``; a finished job is skipped on a rerun, a failed one writes one
+    ``failed`` row."""
+    run_job(cfg, evaluate_job, detector_label=f"{cfg.detector.name}+{cfg.novelty.name}")
+
+
+def evaluate_job(cfg: DictConfig, job: dict[str, Any], bench: Benchmark) -> JobResult:
+    """:func:`evaluate` as a :class:`~ood_bench.job.JobResult` (rows, the two tables, summary)."""
+    rows, trials_df, samples_df = evaluate(cfg, job, bench)
+    tables = {"novelty_trials.csv.gz": trials_df, "novelty_samples.csv.gz": samples_df}
+    text = f"novelty results ({job['detector']}):\n{summary_table(to_frame(rows))}"
+    return JobResult(rows, tables, text)
 
 
 if __name__ == "__main__":

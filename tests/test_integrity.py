@@ -25,6 +25,7 @@ from ood_bench.data.base import tensor_set
 from ood_bench.errors import CacheError, CheckpointError
 from ood_bench.features import FeatureExtractor
 from ood_bench.io import atomic_write_text
+from ood_bench.job import complete_sha
 from ood_bench.results import (
     backbone_conflicts,
     collect,
@@ -34,7 +35,6 @@ from ood_bench.results import (
     to_frame,
     write_csv,
 )
-from ood_bench.run import complete_sha
 from tests.conftest import CONF, FAST_TRAIN, ROOT, run_module
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
@@ -386,3 +386,26 @@ def test_bad_seed_leaves_a_failed_row(tmp_path):
     df = pd.read_csv(tmp_path / "run" / "metrics.csv", keep_default_na=False)
     assert df["status"].tolist() == ["failed"]
     assert "seed must be an integer" in df["error"].iloc[0]
+
+
+def test_novelty_jobs_resume_like_the_others(tmp_path, cache_dir):
+    """The novelty runner shares the job scaffold: a rerun of a finished job is skipped."""
+    args = [
+        "-m",
+        "ood_bench.run_novelty",
+        "benchmark=digits_open",
+        "detector=stat_maha_cauchy",
+        "novelty=hdbscan",
+        "trials=2",
+        "novelty/scenario@scenarios=[control_id]",
+        f"cache_dir={cache_dir}",
+        FAST_TRAIN,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    first = run_module(*args, cwd=tmp_path)
+    assert "skipping job" not in first.stdout + first.stderr
+    assert (tmp_path / "run" / "novelty_trials.csv.gz").is_file()
+    again = run_module(*args, cwd=tmp_path)
+    assert "skipping job" in again.stdout + again.stderr
+    df = read_results(tmp_path / "run" / "metrics.csv")
+    assert (df["status"] == "ok").all() and df["run_id"].nunique() == 1
