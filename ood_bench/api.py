@@ -25,14 +25,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ood_bench.backbones import Backbone, taps_of
-from ood_bench.config import build
+from ood_bench.config import CONF_DIR, build
 from ood_bench.data.base import ImageSet
 from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
 from ood_bench.features import FeatureExtractor, Features
 from ood_bench.hashing import hash_arrays
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def detector_options() -> list[str]:

@@ -8,8 +8,12 @@ import logging
 import numbers
 import types
 import typing
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal, Union
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +22,17 @@ from ood_bench.errors import ConfigError
 from ood_bench.hashing import hash_obj
 
 log = logging.getLogger(__name__)
+
+# The config groups. In a checkout ``ood_bench/conf`` links to the top-level ``conf/``; an
+# installed (non-editable) ood-bench carries a copy, so the entry points run from anywhere.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def compose(overrides: Iterable[str] = (), config_name: str = "config") -> DictConfig:
+    """The config ``config_name`` (``config``: a job; ``novelty``; ``train``) composed from
+    :data:`CONF_DIR` with Hydra overrides, outside any Hydra app (scripts, tests, notebooks)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
 def build(cfg: DictConfig, what: str, **kwargs: Any) -> Any:

@@ -130,7 +130,7 @@ def summary(df: pd.DataFrame) -> str:
     return table.to_markdown(floatfmt=".4f")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Run one job (Hydra entry point): :func:`evaluate` inside the shared job scaffold
     (:func:`ood_bench.job.run_job`: skip when complete, ``failed`` row, writing)."""

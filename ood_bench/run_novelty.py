@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ood_bench.config import build
+from ood_bench.config import CONF_DIR, build
 from ood_bench.data.base import Benchmark
 from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
@@ -52,7 +51,6 @@ from ood_bench.pipeline import Prepared, prepare, seed_everything
 from ood_bench.results import make_row, to_frame
 
 log = logging.getLogger("ood_bench.run_novelty")
-CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUP = "novelty"
 
 
@@ -73,7 +71,7 @@ def resolve_sets(names: list[str], bench: Benchmark) -> tuple[list[str], list[st
 def skip_reason(sc: Scenario, bench: Benchmark) -> str | None:
     """Why a scenario cannot run on this job's benchmark (None: it can)."""
     if sc.benchmark and sc.benchmark != bench.name:
-        where = CONF / "benchmark" / f"{sc.benchmark}.yaml"
+        where = CONF_DIR / "benchmark" / f"{sc.benchmark}.yaml"
         state = "" if where.is_file() else f" (not configured here: {where} is missing)"
         return (
             f"needs benchmark={sc.benchmark}{state}; this job runs {bench.name}. Run it with "
@@ -291,7 +289,7 @@ def summary_table(df: pd.DataFrame) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="novelty")
+@hydra.main(version_base="1.3", config_path="conf", config_name="novelty")
 def main(cfg: DictConfig) -> None:
     """Run one novelty job (Hydra entry point) in the shared job scaffold
     (:func:`ood_bench.job.run_job`): every scenario's trials, written as gzip trial and sample

@@ -27,10 +27,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from hydra import compose, initialize_config_dir
 from scipy import stats as sps
 
-from ood_bench.config import build
+from ood_bench.config import build, compose
 from ood_bench.detectors.stat import StatDetector
 from ood_bench.environment import require_clean_tree
 from ood_bench.features import Features
@@ -40,7 +39,6 @@ from ood_bench.metrics import ood_metrics
 from ood_bench.pipeline import prepare
 
 log = logging.getLogger("analyze_detector")
-CONF = Path(__file__).resolve().parent.parent / "conf"
 TAILS = ("right", "left", "two-sided")
 ALPHAS = np.linspace(0.0, 0.2, 41)[1:]
 
@@ -235,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     reproducible()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=[f"detector={args.detector}", *args.overrides])
+    cfg = compose([f"detector={args.detector}", *args.overrides])
     out = args.out or Path("results/analysis") / f"{cfg.benchmark.name}_{args.detector}"
     require_clean_tree(out, "analyze_detector.py")
     prep = prepare(cfg)

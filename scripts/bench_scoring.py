@@ -20,16 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torchvision
-from hydra import compose, initialize_config_dir
 
 from ood_bench.backbones import Backbone, discover_taps
-from ood_bench.config import build
+from ood_bench.config import CONF_DIR, build, compose
 from ood_bench.data.base import tensor_set
 from ood_bench.features import FeatureExtractor
 from ood_bench.pipeline import prepare
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-DETECTORS = sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
+DETECTORS = sorted(p.stem for p in (CONF_DIR / "detector").glob("*.yaml"))
 
 
 def forward_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
@@ -85,35 +83,32 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
 
-        def cfg_for(option: str, *extra: str):
-            """The run config with detector ``option``, this cache dir and ``extra``."""
-            return compose(
-                "config", overrides=[f"detector={option}", f"cache_dir={args.cache_dir}", *extra]
-            )
+    def cfg_for(option: str, *extra: str):
+        """The run config with detector ``option``, this cache dir and ``extra``."""
+        return compose([f"detector={option}", f"cache_dir={args.cache_dir}", *extra])
 
-        prep = prepare(cfg_for("stat_masf"))
-        x_digits = prep.bench.split("test").dataset.tensors[0]
-        feats = {"fit": prep.fit, "calib": prep.calib, "test": prep.test}
-        rows = bench("digits_cnn (1×8×8)", prep.backbone.model, x_digits, feats, cfg_for)
+    prep = prepare(cfg_for("stat_masf"))
+    x_digits = prep.bench.split("test").dataset.tensors[0]
+    feats = {"fit": prep.fit, "calib": prep.calib, "test": prep.test}
+    rows = bench("digits_cnn (1×8×8)", prep.backbone.model, x_digits, feats, cfg_for)
 
-        model = torchvision.models.resnet18(num_classes=10).eval()
-        taps, pen = discover_taps(model, torch.zeros(2, 3, 32, 32))
-        bb = Backbone("resnet18", model, "r" * 64, Path("."), taps, pen)
-        ex = FeatureExtractor(bb, Path(args.cache_dir) / "bench", batch_size=128)
-        gen = np.random.default_rng(0)
-        sets = {
-            k: gen.random((n, 3, 32, 32), dtype=np.float32)
-            for k, n in (("fit", 2000), ("calib", 500), ("test", 500))
-        }
-        feats = {
-            k: ex(tensor_set(f"bench_{k}", v, gen.integers(0, 10, len(v)), {"b": 1}))
-            for k, v in sets.items()
-        }
-        rows += bench(
-            "resnet18 (3×32×32, random)", model, torch.from_numpy(sets["test"]), feats, cfg_for
-        )
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    taps, pen = discover_taps(model, torch.zeros(2, 3, 32, 32))
+    bb = Backbone("resnet18", model, "r" * 64, Path("."), taps, pen)
+    ex = FeatureExtractor(bb, Path(args.cache_dir) / "bench", batch_size=128)
+    gen = np.random.default_rng(0)
+    sets = {
+        k: gen.random((n, 3, 32, 32), dtype=np.float32)
+        for k, n in (("fit", 2000), ("calib", 500), ("test", 500))
+    }
+    feats = {
+        k: ex(tensor_set(f"bench_{k}", v, gen.integers(0, 10, len(v)), {"b": 1}))
+        for k, v in sets.items()
+    }
+    rows += bench(
+        "resnet18 (3×32×32, random)", model, torch.from_numpy(sets["test"]), feats, cfg_for
+    )
     df = pd.DataFrame(rows)
     print(df.to_markdown(index=False, floatfmt=".4g"))
     return 0

@@ -19,10 +19,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from hydra import compose, initialize_config_dir
 from sklearn.metrics import RocCurveDisplay
 
-from ood_bench.config import build
+from ood_bench.config import build, compose
 from ood_bench.environment import require_clean_tree
 from ood_bench.figures import reproducible, save_fig
 from ood_bench.pipeline import prepare
@@ -30,7 +29,6 @@ from ood_bench.report import ok_rows, robustness_frame
 from ood_bench.results import read_results
 
 log = logging.getLogger("make_figures")
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def robustness_figures(df: pd.DataFrame, out: Path) -> list[str]:
@@ -111,13 +109,10 @@ def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:
     bench_name, dets = spec.split(":", 1)
     detectors = dets.split(",")
     extra = [f"cache_dir={cache_dir}"] if cache_dir else []
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfgs = {
-            d: compose(
-                "config", overrides=[f"benchmark={bench_name}", f"detector={d}", "seed=0", *extra]
-            )
-            for d in detectors
-        }
+    cfgs = {
+        d: compose([f"benchmark={bench_name}", f"detector={d}", "seed=0", *extra])
+        for d in detectors
+    }
     prep = prepare(next(iter(cfgs.values())))
     n_sets = len(prep.ood)
     fig_roc, axes_roc = plt.subplots(1, n_sets, figsize=(3.3 * n_sets, 3.2), squeeze=False)

@@ -25,9 +25,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 
-from ood_bench.config import build  # noqa: E402
+from ood_bench.config import build, compose  # noqa: E402
 from ood_bench.environment import require_clean_tree  # noqa: E402
 from ood_bench.metrics import ood_metrics  # noqa: E402
 from ood_bench.pipeline import prepare, seed_everything  # noqa: E402
@@ -121,15 +120,9 @@ PAIRS = [
 ]
 
 
-def compose_job(overrides: list[str]):
-    """The job config composed from conf/ with ``overrides``."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose(config_name="config", overrides=overrides)
-
-
 def run_detector(job: list[str], option: str, extra: list[str], prep) -> dict[str, float]:
     """Fit detector ``option`` on the prepared splits; its AUROC per OOD set."""
-    cfg = compose_job([*job, f"detector={option}", *extra])
+    cfg = compose([*job, f"detector={option}", *extra])
     seed_everything(int(cfg.seed))
     det = build(cfg.detector, "detector")
     if "model" in det.needs:
@@ -151,7 +144,7 @@ def main() -> int:
         require_clean_tree(a.csv, "openood_crosscheck.py")
     logging.basicConfig(level=logging.WARNING)
     job = list(a.overrides)
-    prep = prepare(compose_job(job))
+    prep = prepare(compose(job))
     rows, table = [], []
     for p in PAIRS:
         if a.only and p.method not in a.only:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from ood_bench.backbones import TrainConfig, accuracy, build_model, train_classifier
-from ood_bench.config import build
+from ood_bench.config import CONF_DIR, build
 from ood_bench.environment import environment
 from ood_bench.hashing import sha256_file
 from ood_bench.io import atomic_torch_save, atomic_write_text
@@ -31,7 +31,7 @@ from ood_bench.pipeline import seed_everything
 log = logging.getLogger("train_backbone")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Train the configured backbone (Hydra entry point), save its state dict and JSON card,
     and print the arguments that make the harness load it."""

@@ -1,0 +1,101 @@
+"""The detector protocol shared by native detectors and library adapters.
+
+A detector is fitted on ID data and returns one score per sample, **higher = more OOD**.
+*Feature* detectors (``needs = {"features"}``) work on cached :class:`Features` only; *model*
+detectors also declare ``"model"`` and receive the frozen network through :meth:`Detector.bind`
+before fitting, and read the images behind any :class:`Features` from ``feats.source`` (an
+:class:`~ood_bench.data.base.ImageSet`, set by the extractor) — so both kinds share the
+``fit(fit, calib)`` / ``score(feats)`` calls and the runner gives each what it declares.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ood_bench.errors import ScoreError
+from ood_bench.features import Features
+
+
+class Detector(ABC):
+    """Fit on ID features, score any features; higher score = more OOD.
+
+    Capabilities are declared here, never probed: ``needs`` (``features``, ``model``,
+    ``ood_validation``), ``gives_pvalues`` (then :meth:`pvalues` and :meth:`reference_nbytes`
+    answer), ``calibration`` (how those p-values are calibrated), ``search_ood`` (the OOD set a
+    detector that tunes on OOD data uses; None: the benchmark's first) and ``forward_samples``
+    (images the detector itself pushed through the network).
+    """
+
+    library: ClassVar[str] = "ood_bench"
+    needs: ClassVar[frozenset[str]] = frozenset({"features"})
+    gives_pvalues: ClassVar[bool] = False
+
+    def __init__(self, name: str):
+        """Name the detector; no model is bound until :meth:`bind`."""
+        self.name = name
+        self.model: nn.Module | None = None
+        self.search_ood: str | None = None
+        self.forward_samples = 0
+
+    @property
+    def calibration(self) -> str:
+        """How the p-values are calibrated: ``none`` (no p-values), ``marginal`` (conformal on
+        calib), or ``class_conditional`` / ``corrected`` (what a novelty count cannot use)."""
+        return "none"
+
+    def pvalues(self, feats: Features) -> np.ndarray:
+        """Calibrated p-values (small = OOD) of detectors that declare ``gives_pvalues``."""
+        raise NotImplementedError(f"{self.name} gives scores, not p-values")
+
+    def reference_nbytes(self) -> int | None:
+        """Memory of the fitted references and calibration (None: not measured)."""
+        return None
+
+    def fit_reference(self, fit: Features) -> Detector:
+        """Fit what the score needs from ``fit`` alone, without calibration data (a novelty
+        trial recalibrates on fresh data); by default the plain :meth:`fit` without ``calib``."""
+        return self.fit(fit, None)
+
+    def bind(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
+        """Give a model detector the frozen network (feature detectors ignore it)."""
+        self.model = model
+        self.device = torch.device(device)
+
+    def tune(self, val_id: Features, val_ood: Features) -> None:
+        """Hyperparameter search on validation data; only detectors that declare
+        ``"ood_validation"`` in ``needs`` are called (the runner flags their results)."""
+        raise NotImplementedError(f"{self.name} does not tune on OOD data")
+
+    @abstractmethod
+    def fit(self, fit: Features, calib: Features | None = None) -> Detector:
+        """Learn from ID ``fit`` features (``calib``: held-out ID data, for calibrated methods)."""
+
+    @abstractmethod
+    def _score(self, feats: Features) -> np.ndarray:
+        """Raw scores, higher = more OOD."""
+
+    def score(self, feats: Features, set_name: str = "") -> np.ndarray:
+        """Scores as float64 of shape N, checked: a NaN or infinite score is an error."""
+        s = np.asarray(self._score(feats), dtype=np.float64).reshape(-1)
+        if s.shape[0] != len(feats):
+            raise ScoreError(
+                f"detector {self.name} returned {s.shape[0]} scores for "
+                f"{len(feats)} samples of {set_name or 'a set'}"
+            )
+        bad = ~np.isfinite(s)
+        if bad.any():
+            raise ScoreError(
+                f"detector {self.name} gave {int(bad.sum())} NaN/infinite score(s) out of {len(s)} "
+                f"on {set_name or 'a set'}. Fix: check the features for NaN (a diverged "
+                "checkpoint?) or the detector's hyperparameters (e.g. a temperature of 0)."
+            )
+        return s
+
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters, for logs and results."""
+        return {}

@@ -1,0 +1,531 @@
+"""Figures quoted in the documentation, computed from the committed results.
+
+README.md and docs/*.md quote results only inside generated blocks::
+
+    <!-- generated:NAME -->
+    ...text written by GENERATORS[NAME] from the files under results/...
+    <!-- /generated:NAME -->
+
+``scripts/sync_docs.py`` rewrites every block; ``--check`` (run by a test) fails and names
+each block whose text differs from what the committed results give, so a figure edited by
+hand or left behind after the results were regenerated cannot go unnoticed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+
+from ood_bench import report
+from ood_bench.results import read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+# a marker is a line of its own (a marker quoted inside a sentence is not one)
+BLOCK = re.compile(
+    r"^(?P<open><!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+    r"^(?P<close><!-- /generated:(?P=name) -->)$",
+    re.S | re.M,
+)
+OPEN = re.compile(r"^<!-- generated:([\w-]+) -->$", re.M)
+
+
+def doc_files(root: Path = ROOT) -> list[Path]:
+    """The documentation that may hold generated blocks: README.md and docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+# helpers ------------------------------------------------------------------------------------
+
+
+def pct(v: float, digits: int = 1) -> str:
+    """A fraction as a percentage without the sign: ``0.9822`` → ``98.2``; ``–`` for NaN."""
+    return "–" if v is None or np.isnan(v) else f"{100 * v:.{digits}f}"
+
+
+def _raw(results: Path, name: str) -> pd.DataFrame:
+    return read_results(results / "raw" / f"{name}.csv")
+
+
+def _script(name: str, root: Path = ROOT) -> ModuleType:
+    """A module of scripts/ (its table functions are reused, not copied)."""
+    spec = importlib.util.spec_from_file_location(
+        f"_docsync_{name}", root / "scripts" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _means(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, detector): mean AUROC over all / near OOD sets, its per-seed range,
+    seeds, library, and the realised FPR at α = 0.05 (p-value detectors)."""
+    agg = report.aggregate(df, "auroc")
+    agg = agg[agg["ood_dataset"].isin(["mean all", "mean near", "mean far"])]
+    wide = agg.pivot_table(
+        index=["benchmark", "detector"], columns="ood_dataset", values=["mean", "n_seeds"]
+    )
+    out = pd.DataFrame(index=wide.index)
+    for col in ("mean all", "mean near", "mean far"):
+        out[col.split()[1]] = wide["mean"][col] if col in wide["mean"] else np.nan
+    out["seeds"] = wide["n_seeds"].max(axis=1).astype(int)
+    # per-seed range of the near mean (how much a seed moves it)
+    d = report.ok_rows(df)
+    near = d[(d["metric"] == "auroc") & (d["ood_group"] == "near")]
+    per_seed = near.groupby(["benchmark", "detector", "seed"])["value"].mean()
+    rng = per_seed.groupby(level=[0, 1]).agg(["min", "max"])
+    out["near_min"], out["near_max"] = rng["min"], rng["max"]
+    fpr = d[(d["metric"] == "fpr_at_0.05") & (d["ood_dataset"] == "")]
+    out["fpr05"] = fpr.groupby(["benchmark", "detector"])["value"].mean()
+    out["fpr05_min"] = fpr.groupby(["benchmark", "detector"])["value"].min()
+    out["fpr05_max"] = fpr.groupby(["benchmark", "detector"])["value"].max()
+    out["library"] = d.groupby(["benchmark", "detector"])["library"].first()
+    return out.reset_index()
+
+
+def _best(m: pd.DataFrame, library: str, col: str) -> pd.Series:
+    sub = m[m["library"] == library].dropna(subset=[col])
+    return sub.loc[sub[col].idxmax()]
+
+
+def _md(table: pd.DataFrame) -> str:
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
+# generators ---------------------------------------------------------------------------------
+
+
+def headline(results: Path) -> str:
+    """Per benchmark: MSP, the best pytorch-ood detector, MaSF, the best statistical detector,
+    and the statistical detectors' realised type-I error at α = 5 %."""
+    rows = []
+    for name in ("digits_all", "mnist_fashion"):
+        m = _means(_raw(results, name))
+        for bench, g in m.groupby("benchmark", sort=True):
+            cols = [("all", "all OOD sets")]
+            if g["near"].notna().any():
+                cols.append(("near", "near OOD only"))
+            for col, label in cols:
+                msp = g[g["detector"] == "pood_msp"][col]
+                masf = g[g["detector"] == "stat_masf"][col]
+                bp, bs = _best(g, "pytorch-ood", col), _best(g, "ood_bench", col)
+                stat = g[g["library"] == "ood_bench"]
+                rows.append(
+                    {
+                        "benchmark (OOD sets)": f"`{bench}` ({label})",
+                        "seeds": str(int(g["seeds"].max())),
+                        "MSP": pct(msp.iloc[0]) if len(msp) else "–",
+                        "best pytorch-ood": f"{pct(bp[col])} (`{bp['detector']}`)",
+                        "MaSF": pct(masf.iloc[0]) if len(masf) else "–",
+                        "best statistical": f"{pct(bs[col])} (`{bs['detector']}`)",
+                        "realised FPR at α = 5 %": (
+                            f"{pct(stat['fpr05_min'].min())}–{pct(stat['fpr05_max'].max())}"
+                        ),
+                    }
+                )
+    return (
+        "Mean AUROC (%) over each benchmark's OOD sets, mean over seeds "
+        "(`results/raw/digits_all.csv`, `results/raw/mnist_fashion.csv`); the last column is the "
+        "range, over the statistical detectors and seeds, of the fraction of ID test images "
+        "rejected at α = 5 %:\n\n" + _md(pd.DataFrame(rows))
+    )
+
+
+def stat_detectors(results: Path) -> str:
+    """Every statistical detector per benchmark beside the best pytorch-ood detector: AUROC
+    (all, near with its per-seed range) and the realised FPR at α = 5 %."""
+    rows = []
+    for name in ("digits_all", "mnist_fashion"):
+        m = _means(_raw(results, name))
+        for bench, g in m.groupby("benchmark", sort=True):
+            best = _best(g, "pytorch-ood", "all")
+            show = pd.concat([g[g["library"] == "ood_bench"], best.to_frame().T])
+            for _, r in show.sort_values("all", ascending=False).iterrows():
+                near = "–"
+                if not np.isnan(r["near"]):
+                    near = f"{pct(r['near'])} ({pct(r['near_min'])}–{pct(r['near_max'])})"
+                rows.append(
+                    {
+                        "benchmark": f"`{bench}`",
+                        "detector": f"`{r['detector']}`",
+                        "seeds": str(int(r["seeds"])),
+                        "AUROC all": pct(r["all"]),
+                        "AUROC near (seed range)": near,
+                        "FPR at α = 5 %": pct(r["fpr05"]),
+                    }
+                )
+    return (
+        "Mean AUROC (%) over seeds, the best pytorch-ood detector of each benchmark for "
+        "reference; FPR at α = 5 %: realised fraction of ID test rejected, mean over seeds "
+        "(`results/raw/digits_all.csv`, `results/raw/mnist_fashion.csv`):\n\n"
+        + _md(pd.DataFrame(rows))
+    )
+
+
+def backbones(results: Path) -> str:
+    """ID test accuracy of each trained backbone, over the seeds of the committed sweeps."""
+    df = pd.concat([_raw(results, "digits_all"), _raw(results, "mnist_fashion")])
+    t = report.id_accuracy_table(df)
+    t.index = ["`" + label.replace(" / ", "` / `") + "`" for label in t.index]
+    t = t.rename_axis("benchmark / backbone").reset_index()
+    t["seeds"] = t["seeds"].astype(str)
+    return (
+        "ID test accuracy of the self-trained backbones (mean ± std over seeds, "
+        "`results/raw/digits_all.csv`, `results/raw/mnist_fashion.csv`):\n\n" + _md(t)
+    )
+
+
+def openood_status(results: Path) -> str:
+    """OpenOOD's postprocessors on digits_cnn (scripts/openood_table.py on openood_all.csv)."""
+    table = _script("openood_table")
+    df = read_results(results / "raw" / "openood_all.csv")
+    text = table.markdown(table.table(df))
+    t = table.table(df)
+    msp = t[(t["detector"] == "openood_msp") & (t["benchmark"] == "digits")]
+    note = ""
+    if len(msp):
+        r = msp.iloc[0]
+        note = (
+            f"\n\nThe two FPR95 conventions disagree a lot (e.g. MSP on `digits`: "
+            f"`fpr95_id` {r['fpr95_id']:.3f} vs `fpr95_ood` {r['fpr95_ood']:.3f}): name the "
+            "one you report."
+        )
+    seeds = sorted(df["seed"].unique())
+    return (
+        f"Measured on `digits_cnn`, seed(s) {', '.join(map(str, seeds))} "
+        "(`results/raw/openood_all.csv`; mean over each benchmark's OOD sets; setup = `fit_s`, "
+        "inference = `score_ms_per_sample`, on shared CPU cores, so times are indicative):\n\n"
+        + text
+        + note
+    )
+
+
+def crosscheck(results: Path) -> str:
+    """pytorch-ood vs OpenOOD on the same method (results/crosscheck/*.csv)."""
+    tol = 0.005  # scripts/openood_crosscheck.py TOLERANCE
+    frames = []
+    for f in sorted((results / "crosscheck").glob("openood_crosscheck_*.csv")):
+        d = pd.read_csv(f)
+        d["benchmark"] = f.stem.removeprefix("openood_crosscheck_")
+        frames.append(d)
+    d = pd.concat(frames, ignore_index=True)
+    benches = list(dict.fromkeys(d["benchmark"]))
+    order = list(dict.fromkeys(zip(d["method"], d["variant"], strict=True)))
+    g = d.groupby(["method", "variant", "benchmark"])
+    s = pd.DataFrame(
+        {
+            "pood": g["auroc_pood"].mean(),
+            "openood": g["auroc_openood"].mean(),
+            "diff": g["abs_diff"].max(),
+        }
+    )
+    rows, agree_default, agree_aligned, differ = [], [], [], []
+    for method, variant in order:
+        row = {"method": method, "run": variant}
+        worst = 0.0
+        for b in benches:
+            if (method, variant, b) not in s.index:
+                row.update({f"{b}: pytorch-ood": "–", f"{b}: OpenOOD": "–", f"{b}: max |Δ|": "–"})
+                continue
+            r = s.loc[(method, variant, b)]
+            worst = max(worst, r["diff"])
+            row[f"{b}: pytorch-ood"] = f"{r['pood']:.4f}"
+            row[f"{b}: OpenOOD"] = f"{r['openood']:.4f}"
+            row[f"{b}: max \\|Δ\\|"] = f"{r['diff']:.4f}"
+        row["verdict"] = "agree" if worst <= tol else "differ (see below)"
+        rows.append(row)
+    verdict = {(r["method"], r["run"]): r["verdict"] == "agree" for r in rows}
+    for method in dict.fromkeys(m for m, _ in order):
+        if verdict.get((method, "defaults")):
+            agree_default.append(method)
+        elif verdict.get((method, "aligned")):
+            agree_aligned.append(method)
+        else:
+            differ.append(method)
+    summary = (
+        f"\n\nWithin {tol} on every OOD set: on the libraries' own defaults "
+        f"{', '.join(agree_default) or 'none'}; once the differing hyperparameters are aligned "
+        f"{', '.join(agree_aligned) or 'none'}. Still different: {', '.join(differ) or 'none'}."
+    )
+    return (
+        "Mean AUROC over the OOD sets and the largest per-set |ΔAUROC| "
+        f"(`results/crosscheck/`; `aligned`: the differing hyperparameters set equal; "
+        f"tolerance {tol}):\n\n" + _md(pd.DataFrame(rows)) + summary
+    )
+
+
+def novelty(results: Path) -> str:
+    """The committed novelty run (results/novelty/*.csv) in one paragraph."""
+    nov = _script("novelty_report")
+    files = sorted((results / "novelty").glob("*.csv"))
+    df = read_results(*files)
+    d = report.ok_rows(df)
+    d = d[d["ood_group"] == "novelty"]
+    v = d.groupby(["ood_dataset", "metric"])["value"].mean()
+    n = d.groupby(["ood_dataset", "metric"])["value"].sum()
+    seeds = d["seed"].nunique()
+    dets = ", ".join(f"`{x}`" for x in sorted(d["detector"].unique()))
+    benches = ", ".join(f"`{x}`" for x in sorted(d["benchmark"].unique()))
+    trials = int(v[("digits_open", "n_trials")]) if ("digits_open", "n_trials") in v else 0
+    controls = [
+        c for c in ("control_id", "control_noise", "control_photos") if (c, "n_trials") in n
+    ]
+    n_ctrl = int(sum(n[(c, "n_trials")] for c in controls))
+    k_ctrl = int(
+        round(
+            sum(
+                (
+                    d[(d.ood_dataset == c) & (d.metric == "novelty_false_alarm")][
+                        "value"
+                    ].to_numpy()
+                    * d[(d.ood_dataset == c) & (d.metric == "n_trials")]["value"].to_numpy()
+                ).sum()
+                for c in controls
+            )
+        )
+    )
+    upper = nov.clopper_pearson_upper(k_ctrl, n_ctrl)
+    o = "digits_open"
+    parts = [
+        f"Measured ({dets}, {benches}, {seeds} seed(s) × {trials} trials per scenario; "
+        "`results/novelty/novelty.md` has the table): "
+        f"decision accuracy {pct(v[(o, 'novelty_decision_acc')])} % on the unseen digits, "
+        f"{k_ctrl} false alarm(s) in {n_ctrl} control trials (ID only, noise, photos: "
+        f"≤ {pct(upper)} % at 95 % confidence), estimated number of new classes "
+        f"{v[(o, 'n_new_est')]:.2f} vs {v[(o, 'n_new_true')]:g} (exact in "
+        f"{pct(v[(o, 'n_new_exact')], 0)} % of trials), ACC {pct(v[(o, 'cluster_acc')])} %, "
+        f"NMI {pct(v[(o, 'nmi')])} %, ARI {pct(v[(o, 'ari')])} %"
+    ]
+    if ("stream", "n_trials") in v:
+        parts.append(
+            f"; stream: {pct(v[('stream', 'stream_detect_rate')])} % of trials alarm after the "
+            f"change, {pct(v[('stream', 'stream_false_alarm')])} % before it, after "
+            f"{v[('stream', 'stream_delay')]:.1f} new-class samples on average (median "
+            f"{v[('stream', 'stream_delay_median')]:g})"
+        )
+    if ("control_id", "outlier_bound_coverage") in v:
+        parts.append(
+            f". On ID-only batches the count bound held in "
+            f"{pct(v[('control_id', 'outlier_bound_coverage')])} % of "
+            f"{int(n[('control_id', 'n_trials')])} trials (level 5 %: 95 % expected)"
+        )
+    return "".join(parts) + "."
+
+
+LIB_ROWS = [
+    ("on PyPI", "on the package index", "bool"),
+    ("packages beyond torch + torchvision", "packages beyond torch", "int"),
+    (
+        "import failures / undeclared imports",
+        ("import failures", "imports of undeclared packages"),
+        "pair",
+    ),
+    (
+        "detectors (scoring cached features)",
+        ("detectors", "detectors scoring cached features"),
+        "paren",
+    ),
+    ("minimal Mahalanobis example: SLOC / calls", ("example: lines", "example: calls"), "pair"),
+    ("the examples' mean AUROC on digits (%)", "example: mean AUROC", "1f"),
+    ("the examples' time, fit + score (s)", "example: time", "2f"),
+    ("hard-coded `.cuda(`", "hard-coded .cuda( calls", "int"),
+    ("ruff findings per 1k SLOC", "ruff findings", "1f"),
+    ("docstrings / type hints (%)", ("docstring coverage", "type-hint coverage"), "pair1f"),
+    ("functions with complexity > 10 (%)", "functions with complexity > 10", "1f"),
+    (
+        "tests in the source (passing here)",
+        ("test functions in the source", "tests passing here"),
+        "tests",
+    ),
+    ("our adapter: SLOC / workarounds", ("adapter code", "workarounds"), "pair"),
+    ("mean AUROC drop under corruption (points)", "AUROC drop under corruption", "1f"),
+]
+
+
+@dataclass
+class _Measures:
+    table: pd.DataFrame  # measurements.csv
+
+    def get(self, lib: str, name: str) -> str:
+        r = self.table[(self.table["library"] == lib) & (self.table["name"] == name)]
+        return "" if r.empty else str(r["value"].iloc[0])
+
+    def num(self, lib: str, name: str) -> float:
+        try:
+            return float(self.get(lib, name))
+        except ValueError:
+            return float("nan")
+
+    def detail(self, lib: str, name: str) -> str:
+        r = self.table[(self.table["library"] == lib) & (self.table["name"] == name)]
+        return "" if r.empty else str(r["detail"].iloc[0])
+
+
+def _lib_cell(m: _Measures, lib: str, name: str | tuple[str, str], kind: str) -> str:
+    def one(n: str, fmt: str = "int") -> str:
+        raw = m.get(lib, n)
+        if raw in ("", "nan"):
+            return "–"
+        x = m.num(lib, n)
+        return f"{x:.1f}" if fmt == "1f" else f"{x:.2f}" if fmt == "2f" else f"{x:.0f}"
+
+    if kind == "bool":
+        return {"True": "yes", "False": "no"}.get(m.get(lib, name), "–")  # type: ignore[arg-type]
+    if kind in ("int", "1f", "2f"):
+        return one(name, kind)  # type: ignore[arg-type]
+    a, b = name
+    if kind == "pair":
+        return "–" if one(a) == "–" else f"{one(a)} / {one(b)}"
+    if kind == "pair1f":
+        return f"{one(a, '1f')} / {one(b, '1f')}"
+    if kind == "paren":
+        return f"{one(a)} ({one(b)})"
+    return f"{one(a)} ({one(b, '1f')} %)"  # tests
+
+
+def libraries(results: Path) -> str:
+    """The library comparison's headline rows (results/libraries/measurements.csv) and the
+    figures its caveats quote."""
+    folder = results / "libraries"
+    m = _Measures(pd.read_csv(folder / "measurements.csv", dtype=str, keep_default_na=False))
+    header = (folder / "comparison.md").read_text().splitlines()
+    measured = next((line for line in header if line.startswith("Measured ")), "")
+    date = re.search(r"Measured (\S+)", measured)
+    versions = dict(re.findall(r"(pytorch-ood|OpenOOD|ood-bench) (\d[\w.]*\w)", measured))
+    libs = [("pytorch-ood", "pytorch-ood"), ("openood", "OpenOOD"), ("ood_bench", "ood-bench")]
+    cols = {label: f"{label} {versions.get(label, '')}".strip() for _, label in libs}
+    rows = [
+        {"": row, **{cols[label]: _lib_cell(m, key, name, kind) for key, label in libs}}
+        for row, name, kind in LIB_ROWS
+    ]
+    # the three examples compute one method: their largest per-set difference
+    per_set = [json.loads(m.detail(k, "example: mean AUROC") or "{}") for k, _ in libs]
+    sets = set.intersection(*(set(p) for p in per_set)) if all(per_set) else set()
+    gap = max(
+        (max(p[s] for p in per_set) - min(p[s] for p in per_set) for s in sets), default=np.nan
+    )
+    t_p, t_o = m.num("pytorch-ood", "example: time"), m.num("openood", "example: time")
+    cx = m.num("ood_bench", "functions with complexity > 10")
+    return (
+        f"Measured {date.group(1) if date else '(date not recorded)'} "
+        "(`results/libraries/measurements.csv`; every row and how it was measured: "
+        "`results/libraries/comparison.md`):\n\n"
+        + _md(pd.DataFrame(rows))
+        + f"\n\nThe three examples compute the same method and agree within "
+        f"{100 * gap:.2f} AUROC points on every OOD set; timed in one run, OpenOOD's example takes "
+        f"{t_o / t_p:.1f}× pytorch-ood's (forward passes included); ood-bench's weakest figure "
+        f"is complexity: {cx:.1f} % of its functions exceed 10."
+    )
+
+
+def sweep_planning(results: Path) -> str:
+    """What a job costs, from the runtime rows of the committed sweeps."""
+    rows = []
+    for name in ("digits_all", "mnist_fashion"):
+        raw = report.ok_rows(_raw(results, name))
+        for bench, d in raw.groupby("benchmark", sort=True):
+            job = d[d["ood_dataset"] == ""].pivot_table(
+                index=["run_id", "detector"], columns="metric", values="value", aggfunc="first"
+            )
+            job = job.reset_index()
+            extracted = job[job["forward_samples"] > 0]
+            own = job["detector_forward_samples"] if "detector_forward_samples" in job else None
+            slow = job.loc[job["fit_s"].idxmax()]
+            rows.append(
+                {
+                    "benchmark / backbone": f"`{bench}` / `{d['backbone'].iloc[0]}`",
+                    "jobs": str(len(job)),
+                    "extraction: jobs / images / s (sum)": (
+                        f"{len(extracted)} / {extracted['forward_samples'].sum():,.0f} / "
+                        f"{extracted['extract_s'].sum():.1f}"
+                    ),
+                    "forward (ms/image)": f"{job['forward_ms_per_sample'].median():.3f}",
+                    "fit (s): median / max": (
+                        f"{job['fit_s'].median():.2f} / {slow['fit_s']:.1f} (`{slow['detector']}`)"
+                    ),
+                    "score (ms/sample, median)": f"{job['score_ms_per_sample'].median():.3f}",
+                    "a model-level detector's own forward passes (max)": (
+                        f"{own.max():,.0f}" if own is not None and own.max() > 0 else "–"
+                    ),
+                    "peak RSS (MiB): median / max": (
+                        f"{job['peak_rss_mb'].median():.0f} / {job['peak_rss_mb'].max():.0f}"
+                    ),
+                }
+            )
+    r = report.ok_rows(_raw(results, "robustness_digits"), clean=False)
+    j = r[r["ood_dataset"] == ""].pivot_table(
+        index="run_id", columns="metric", values="value", aggfunc="first"
+    )
+    ts = pd.to_datetime(r.drop_duplicates("run_id")["timestamp"])
+    span = (ts.max() - ts.min()).total_seconds() / 60
+    hits = j["cache_hits"].sum()
+    return (
+        "From the runtime rows of the committed sweeps (2 shared CPU cores; "
+        "`peak_rss_mb` is the peak of the process so far, and jobs of a local multirun share one "
+        "process):\n\n"
+        + _md(pd.DataFrame(rows))
+        + f"\n\nThe robustness sweep (`results/raw/robustness_digits.csv`): {len(j)} jobs, "
+        f"{int((j['forward_samples'] > 0).sum())} of which extracted features; the others read "
+        f"them ({hits:,.0f} feature sets read from the cache in all); {span:.1f} min from the "
+        "first job's timestamp to the last."
+    )
+
+
+GENERATORS: dict[str, Callable[[Path], str]] = {
+    "headline": headline,
+    "stat-detectors": stat_detectors,
+    "backbones": backbones,
+    "openood-status": openood_status,
+    "crosscheck": crosscheck,
+    "novelty": novelty,
+    "libraries": libraries,
+    "sweep-planning": sweep_planning,
+}
+
+
+# rewriting ----------------------------------------------------------------------------------
+
+
+def render(text: str, results: Path, cache: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """``text`` with every generated block rewritten; also the names of the blocks that
+    changed. An unknown or unclosed block is an error."""
+    cache = {} if cache is None else cache
+    opened = OPEN.findall(text)
+    closed = [m.group("name") for m in BLOCK.finditer(text)]
+    if sorted(opened) != sorted(closed):
+        unclosed = sorted(set(opened) - set(closed)) or opened
+        raise ValueError(f"generated block(s) {unclosed} lack their <!-- /generated:NAME --> line")
+    changed: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in GENERATORS:
+            raise ValueError(f"unknown generated block {name!r}; known: {sorted(GENERATORS)}")
+        if name not in cache:
+            cache[name] = GENERATORS[name](results).strip() + "\n"
+        if cache[name] != m.group("body"):
+            changed.append(name)
+        return m.group("open") + cache[name] + m.group("close")
+
+    return BLOCK.sub(sub, text), changed
+
+
+def sync(files: Iterable[Path], results: Path, check: bool = False) -> list[tuple[Path, str]]:
+    """Rewrite the generated blocks of ``files`` (or, with ``check``, only compare); returns
+    the (file, block) pairs that were out of date."""
+    stale: list[tuple[Path, str]] = []
+    cache: dict[str, str] = {}
+    for f in files:
+        text = f.read_text()
+        new, changed = render(text, results, cache)
+        stale += [(f, name) for name in changed]
+        if changed and not check:
+            f.write_text(new)
+    return stale

@@ -1,0 +1,80 @@
+"""What a decision reports: the verdict, the count, and the evidence of every cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ClusterEvidence:
+    """Why a cluster of rejected samples is (not) declared a new class."""
+
+    label: int  # label of its rejected samples (-1 for a known class's cluster)
+    size: int  # rejected samples in it
+    certified: int  # size - j*: true outliers it holds even if every false alarm fell in it
+    n_id_ref: int  # held-out ID reference samples clustered with it (anchored clustering)
+    id_frac: float  # n_id_ref / (n_id_ref + size): above max_id_frac it is a known class
+    dispersion: float  # median distance of its rejected samples to their mean
+    compact_threshold: float  # the ID classes' dispersion quantile (× slack)
+    low_level_atypical: float  # fraction of members whose low-level p-value <= its alpha
+    known: bool
+    large: bool
+    compact: bool
+    typical: bool
+    is_new: bool
+
+    @property
+    def structural(self) -> bool:
+        """Every criterion but the count: not known, large, compact and low-level typical."""
+        return not self.known and self.large and self.compact and self.typical
+
+
+@dataclass
+class NoveltyResult:
+    """The decision with its evidence, and a cluster label per rejected sample (-1: none)."""
+
+    new_class: bool
+    n_new: int
+    rejected: np.ndarray  # indices of the rejected samples in the batch
+    labels: np.ndarray  # cluster of each rejected sample (-1: unclustered)
+    clusters: list[ClusterEvidence]
+    m: int
+    n_rejected: int
+    false_bound: int  # j*
+    true_lower: int  # R - j*: lower confidence bound on the true outliers among rejections
+    p_excess: float
+    alpha: float
+    level: float
+    n_calib: int
+    # the rejected samples' embedding and the projected ID reference (for figures)
+    embedding: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 0)))
+    reference: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 0)))
+    reference_y: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+
+    @property
+    def new_clusters(self) -> list[int]:
+        """Labels of the clusters declared new classes."""
+        return [c.label for c in self.clusters if c.is_new]
+
+    def summary(self) -> str:
+        """A human-readable report: the decision, the count, and every cluster."""
+        head = (
+            f"new class present: {'YES' if self.new_class else 'no'} ({self.n_new} new) — "
+            f"{self.n_rejected}/{self.m} rejected at alpha={self.alpha:g}; false alarms <= "
+            f"{self.false_bound} with prob >= {1 - self.level:g} (Beta-binomial, n_calib="
+            f"{self.n_calib}), so >= {self.true_lower} true outliers; p(excess)="
+            f"{self.p_excess:.3g}"
+        )
+        lines = [head]
+        for c in self.clusters:
+            name = f"cluster {c.label}" if c.label >= 0 else "known-class cluster"
+            verdict = "NEW CLASS" if c.is_new else "no"
+            lines.append(
+                f"  {name}: {c.size} rejected + {c.n_id_ref} ID reference (ID fraction "
+                f"{c.id_frac:.2f}), certified {c.certified}, dispersion {c.dispersion:.3f} vs "
+                f"ID {c.compact_threshold:.3f}, low-level atypical {c.low_level_atypical:.2f} "
+                f"→ {verdict}"
+            )
+        return "\n".join(lines)

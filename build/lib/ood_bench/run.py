@@ -1,0 +1,152 @@
+"""``python -m ood_bench.run``: one job = benchmark × backbone × detector × seed.
+
+The job is evaluated on every OOD set of the benchmark and writes ``metrics.csv`` (the tidy
+schema of :mod:`ood_bench.results`) into its Hydra output directory. A job that fails writes a
+``status=failed`` row; in a multirun the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from ood_bench.config import build
+from ood_bench.data.base import Benchmark
+from ood_bench.errors import ConfigError
+from ood_bench.job import JobResult, peak_rss_mb, run_job, seed_of
+from ood_bench.metrics import accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
+from ood_bench.pipeline import prepare, seed_everything
+from ood_bench.results import make_row, to_frame
+
+log = logging.getLogger("ood_bench.run")
+
+
+def evaluate(
+    cfg: DictConfig, job: dict[str, Any], bench: Benchmark | None = None
+) -> list[dict[str, Any]]:
+    """Prepared features → detector fit/score → metric rows (``bench``: already built)."""
+    prep = prepare(cfg, bench)
+    bench, extractor = prep.bench, prep.extractor
+    fit_f, calib_f, test_f, ood_f = prep.fit, prep.calib, prep.test, prep.ood
+    job.update(id_dataset=bench.id_name, backbone_sha256=prep.backbone.sha256)
+
+    seed_everything(seed_of(cfg))
+    detector = build(cfg.detector, "detector")
+    job["library"] = detector.library
+    if "model" in detector.needs:
+        detector.bind(prep.backbone.model, cfg.device)
+    tuned_on: str | None = None
+    t0 = time.perf_counter()
+    if "ood_validation" in detector.needs:
+        # hyperparameter search on OOD data: the set it tunes on is not evaluated, and the rows say
+        tuned_on = detector.search_ood or bench.ood[0].name
+        if tuned_on not in ood_f:
+            raise ConfigError(
+                f"search_ood={tuned_on!r} is not an OOD set of {bench.name}: "
+                f"choose from {sorted(ood_f)}"
+            )
+        if set(ood_f) == {tuned_on}:
+            raise ConfigError(
+                f"{detector.name} tunes its hyperparameters on OOD set {tuned_on!r}, which is "
+                "then not evaluated, and no other OOD set is left to evaluate. Fix: select "
+                "more sets (ood_sets=[...] or ood_sets=null), or switch the search off."
+            )
+        detector.tune(calib_f, ood_f.pop(tuned_on))
+        bench = bench.select_ood([s.name for s in bench.ood if s.name != tuned_on])
+        log.warning(
+            "%s tuned its hyperparameters on OOD set %s (excluded from evaluation)",
+            detector.name,
+            tuned_on,
+        )
+    detector.fit(fit_f, calib_f)
+    fit_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    s_id = detector.score(test_f, bench.split("test").name)
+    s_ood = {name: detector.score(f, name) for name, f in ood_f.items()}
+    n_scored = len(s_id) + sum(len(s) for s in s_ood.values())
+    score_s = time.perf_counter() - t0
+
+    rows = [
+        make_row(
+            job, "id_acc", accuracy(test_f.predictions(), test_f.labels.numpy()), n_id=len(s_id)
+        )
+    ]
+    for s in bench.ood:
+        for metric, value in ood_metrics(s_id, s_ood[s.name]).items():
+            rows.append(
+                make_row(job, metric, value, s.name, s.group, len(s_id), len(s_ood[s.name]))
+            )
+    if detector.gives_pvalues:
+        rows += pvalue_rows(detector, job, test_f, ood_f, bench)
+    runtime = {
+        "extract_s": extractor.extract_s,
+        "forward_samples": extractor.forward_samples,
+        "detector_forward_samples": float(detector.forward_samples),
+        "cache_hits": extractor.cache_hits,
+        "forward_ms_per_sample": float(test_f.meta.get("forward_ms_per_sample", np.nan)),
+        "fit_s": fit_s,
+        "score_ms_per_sample": 1000 * score_s / n_scored,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    rows += [make_row(job, k, float(v), n_id=len(s_id)) for k, v in runtime.items()]
+    if tuned_on:
+        rows.append(make_row(job, "tuned_on_ood", 1.0, tuned_on, "validation"))
+    return rows
+
+
+def pvalue_rows(detector, job: dict[str, Any], test_f, ood_f, bench) -> list[dict[str, Any]]:
+    """Type-I error, power and BH rows of a detector that gives calibrated p-values."""
+    p_id = detector.pvalues(test_f)
+    rows = [make_row(job, m, v, n_id=len(p_id)) for m, v in fpr_at_alpha(p_id).items()]
+    for s in bench.ood:
+        p_ood = detector.pvalues(ood_f[s.name])
+        rows += [
+            make_row(job, m, v, s.name, s.group, len(p_id), len(p_ood))
+            for m, v in pvalue_metrics(p_id, p_ood).items()
+        ]
+    if (nbytes := detector.reference_nbytes()) is not None:
+        rows.append(make_row(job, "reference_mb", nbytes / 2**20))
+    return rows
+
+
+def summary(df: pd.DataFrame) -> str:
+    """The job's metrics per OOD set as a small Markdown table for the log."""
+    per_set = df[(df["ood_dataset"] != "") & (df["ood_group"] != "validation")]
+    table = per_set.pivot_table(
+        index=["ood_group", "ood_dataset"], columns="metric", values="value"
+    )
+    cols = [c for c in ("auroc", "fpr95_id", "fpr95_ood", "aupr_out", "tpr_at_0.05") if c in table]
+    table = table[cols]
+    table.loc[("mean", "all"), :] = table.mean()
+    table.index = [f"{group} / {name}" for group, name in table.index]  # plain-text labels
+    table.index.name = "OOD group / set"
+    return table.to_markdown(floatfmt=".4f")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Run one job (Hydra entry point): :func:`evaluate` inside the shared job scaffold
+    (:func:`ood_bench.job.run_job`: skip when complete, ``failed`` row, writing)."""
+    run_job(cfg, evaluate_job)
+
+
+def evaluate_job(cfg: DictConfig, job: dict[str, Any], bench: Benchmark) -> JobResult:
+    """:func:`evaluate`'s rows with the log summary (ID accuracy, metrics per OOD set)."""
+    df = to_frame(rows := evaluate(cfg, job, bench))
+    acc = df.loc[df.metric == "id_acc", "value"].iloc[0]
+    text = (
+        f"ID test accuracy {100 * acc:.2f}%; results per OOD set ({job['detector']}):\n"
+        + summary(df)
+    )
+    return JobResult(rows, summary=text)
+
+
+if __name__ == "__main__":
+    main()
