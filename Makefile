@@ -58,6 +58,8 @@ test-slow: venv
 # every table and figure of the paper from sweeps this machine can run (real-data sweeps only
 # when OOD_BENCH_DATA holds MNIST and FashionMNIST)
 # refuses to run from uncommitted code unless ALLOW_DIRTY=1 (then the rows carry git_sha +dirty)
+# the library comparison: scripts/compare_libraries.py with its study scripts/libcompare/
+# (outside the package; it needs the dev extras)
 export ALLOW_DIRTY
 paper: venv
 	$(PY) -c "from ood_bench.environment import require_clean_tree as r; r('results', 'make paper')"

@@ -74,7 +74,7 @@ def _means(df: pd.DataFrame) -> pd.DataFrame:
     )
     out = pd.DataFrame(index=wide.index)
     for col in ("mean all", "mean near", "mean far"):
-        out[col.split()[1]] = wide["mean"][col] if col in wide["mean"] else np.nan
+        out[col.split()[1]] = wide["mean"].get(col, np.nan)
     out["seeds"] = wide["n_seeds"].max(axis=1).astype(int)
     # per-seed range of the near mean (how much a seed moves it)
     d = report.ok_rows(df)
@@ -436,7 +436,7 @@ def sweep_planning(results: Path) -> str:
             )
             job = job.reset_index()
             extracted = job[job["forward_samples"] > 0]
-            own = job["detector_forward_samples"] if "detector_forward_samples" in job else None
+            own = job.get("detector_forward_samples")
             slow = job.loc[job["fit_s"].idxmax()]
             rows.append(
                 {

@@ -11,6 +11,8 @@ hard-coded .cuda(, tests shipped and, with --run-tests, whether they pass), inte
 (our adapter's SLOC and WORKAROUND comments), joined with performance, runtime and robustness
 from the collected results. Writes OUT/comparison.md (table, findings, methods, details),
 OUT/comparison.tex and OUT/measurements.csv (one tidy row per figure), and prints the table.
+The measurements are the study libcompare/ beside this script (found in this script's folder,
+first on the import path; not part of the ood_bench package).
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from libcompare import api, code, install, integration, performance
+from libcompare.libraries import LIBRARIES, REPO
+from libcompare.measure import Measure
+from libcompare.render import comparison_table, latex, markdown
 from ood_bench.environment import require_clean_tree
 from ood_bench.io import atomic_write_text
-from ood_bench.libcompare import api, code, install, integration, performance
-from ood_bench.libcompare.libraries import LIBRARIES, REPO
-from ood_bench.libcompare.measure import Measure
-from ood_bench.libcompare.render import comparison_table, latex, markdown
 from ood_bench.results import read_results
 
 log = logging.getLogger("compare_libraries")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 import subprocess
 import sys
@@ -16,10 +17,16 @@ import pandas as pd
 import pytest
 
 from ood_bench.errors import ConfigError
-from ood_bench.libcompare import api, code, integration
-from ood_bench.libcompare.libraries import LIBRARIES, REPO
-from ood_bench.libcompare.measure import Measure, na
-from ood_bench.libcompare.render import comparison_table, findings
+
+# the study lives beside its script, which finds it in its own folder: so do the tests
+SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+
+from libcompare import api, code, integration  # noqa: E402
+from libcompare.libraries import LIBRARIES, REPO  # noqa: E402
+from libcompare.measure import Measure, na  # noqa: E402
+from libcompare.render import comparison_table, findings  # noqa: E402
 
 NA = re.compile(r"^n/a \(.+\)$")
 
@@ -105,7 +112,7 @@ def test_count_tests(tmp_path):
 
 
 def test_imported_modules_skips_relative_and_guarded_imports(tmp_path):
-    from ood_bench.libcompare.install import imported_modules
+    from libcompare.install import imported_modules
 
     _write(
         tmp_path,
@@ -142,11 +149,27 @@ def test_model_interface_reads_calls_on_the_network(tmp_path):
 def test_workarounds_are_read_from_the_adapters():
     for key in ("pytorch-ood", "openood"):
         lib = LIBRARIES[key]
-        marks = sum(len(re.findall(r"WORKAROUND:", (REPO / f).read_text())) for f in lib.adapter)
+        files = lib.adapter_files()
+        marks = sum(len(re.findall(r"WORKAROUND:", f.read_text())) for f in files)
         found = integration.workarounds(lib)
         assert len(found) == marks > 0
         assert all(len(w) > 20 for w in found)  # each says why, not just the marker
     assert integration.measure(LIBRARIES["ood_bench"])[0].value is None
+
+
+def test_adapter_modules_are_measured_as_files_or_packages(tmp_path, monkeypatch):
+    from libcompare import libraries
+
+    monkeypatch.setattr(libraries, "REPO", tmp_path)
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    for rel in ("one.py", "pkg/__init__.py", "pkg/sub/deep.py", "pkg/notes.txt"):
+        (tmp_path / rel).write_text("x = 1\n")
+    lib = libraries.Library(**{**vars(LIBRARIES["openood"]), "adapter": ("one", "pkg", "gone")})
+    assert lib.adapter_paths() == ["one.py", "pkg/"]
+    got = [f.relative_to(tmp_path).as_posix() for f in lib.adapter_files()]
+    assert got == ["one.py", "pkg/__init__.py", "pkg/sub/deep.py"]
+    with pytest.raises(FileNotFoundError, match="fix Library.adapter"):
+        libraries.Library(**{**vars(lib), "adapter": ("gone",)}).adapter_files()
 
 
 def test_findings_state_figures_and_survive_na():
@@ -237,7 +260,10 @@ def comparison(tmp_path_factory) -> tuple[Path, list[str]]:
         "--offline", "--runs", "1", "--repeats", "1", "--quiet",
         "--cache-dir", str(cache),
     ]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    # the checkout under test, not whatever an editable install points at
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, keys
 

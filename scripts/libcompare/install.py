@@ -20,10 +20,10 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from libcompare.code import parsed, python_files
+from libcompare.libraries import REPO, Library, shown
+from libcompare.measure import Measure, na
 from ood_bench.environment import installed_version
-from ood_bench.libcompare.code import parsed, python_files
-from ood_bench.libcompare.libraries import REPO, Library, shown
-from ood_bench.libcompare.measure import Measure, na
 
 A = "installation"
 TORCH_SPECS = ("torch", "torchvision")

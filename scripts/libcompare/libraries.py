@@ -11,6 +11,18 @@ from pathlib import Path
 from ood_bench.environment import installed_version
 
 REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"  # what puts this study (``libcompare``) on the import path
+
+
+def module_files(rel: str) -> list[Path]:
+    """The .py files of a repo-relative module path: every ``*.py`` under the package folder
+    ``rel``, or the module file ``rel.py``; empty when neither exists. A file and a package
+    of the same module are measured alike."""
+    path = REPO / rel
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+    file = path.with_name(path.name + ".py")
+    return [file] if file.is_file() else []
 
 
 def shown(path: str | Path) -> str:
@@ -30,8 +42,8 @@ class Library:
     package: str  # top-level import package
     api_module: str  # what a user imports to score a detector
     detector_subpackage: str  # where its detectors live, relative to the package
-    adapter: tuple[str, ...]  # ood-bench's adapter files for it (repo-relative)
-    example: str  # module of its minimal example (ood_bench.libcompare.examples.<example>)
+    adapter: tuple[str, ...]  # ood-bench's adapter modules for it (repo-relative, no .py)
+    example: str  # module of its minimal example (libcompare.examples.<example>)
     tests_hint: str  # where its tests come from
 
     def package_dir(self) -> Path | None:
@@ -40,6 +52,27 @@ class Library:
         if spec is None or not spec.submodule_search_locations:
             return None
         return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+    def adapter_paths(self) -> list[str]:
+        """The adapter modules that exist here, each as its file or its package folder
+        (repo-relative): a module missing here (merged into a package) is left out."""
+        out = []
+        for rel in self.adapter:
+            if (REPO / rel).is_dir():
+                out.append(f"{rel}/")
+            elif module_files(rel):
+                out.append(f"{rel}.py")
+        return out
+
+    def adapter_files(self) -> list[Path]:
+        """Every .py file of ood-bench's adapter for this library (none for ood-bench)."""
+        files = [f for rel in self.adapter for f in module_files(rel)]
+        if self.adapter and not files:
+            raise FileNotFoundError(
+                f"none of {self.label}'s adapter modules {list(self.adapter)} is in {REPO}: "
+                "fix Library.adapter in scripts/libcompare/libraries.py"
+            )
+        return files
 
     def version(self) -> str | None:
         """The installed version, None when not installed."""
@@ -68,7 +101,7 @@ LIBRARIES: dict[str, Library] = {
         package="pytorch_ood",
         api_module="pytorch_ood.detector",
         detector_subpackage="detector",
-        adapter=("ood_bench/detectors/pytorch_ood.py",),
+        adapter=("ood_bench/detectors/pytorch_ood",),
         example="pytorch_ood_mahalanobis",
         tests_hint="the PyPI sdist (the wheel ships none), downloaded with pip download",
     ),
@@ -79,7 +112,7 @@ LIBRARIES: dict[str, Library] = {
         package="openood",
         api_module="openood.postprocessors",
         detector_subpackage="postprocessors",
-        adapter=("ood_bench/detectors/openood.py", "ood_bench/detectors/openood_net.py"),
+        adapter=("ood_bench/detectors/openood", "ood_bench/detectors/openood_net"),
         example="openood_mds",
         tests_hint="the git checkout it is installed from (pip install -e)",
     ),

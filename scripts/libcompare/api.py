@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import collections
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ood_bench.libcompare.code import parsed, python_files, sloc
-from ood_bench.libcompare.libraries import Library
-from ood_bench.libcompare.measure import Measure, na
+from libcompare.code import parsed, python_files, sloc
+from libcompare.libraries import SCRIPTS, Library, shown
+from libcompare.measure import Measure, na
 
 A = "API"
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -100,6 +101,31 @@ def openood_postprocess_uses_net(root: Path) -> tuple[int, int]:
     return classes, without
 
 
+def pytorch_ood_classes() -> dict[str, type]:
+    """Every class ``pytorch_ood.detector`` exports (``__all__``), by name: its detectors
+    (what else it exports, ODIN's input perturbation, is a function)."""
+    import pytorch_ood.detector as det
+
+    return {n: getattr(det, n) for n in det.__all__ if isinstance(getattr(det, n), type)}
+
+
+def pytorch_ood_base(klass: type) -> str:
+    """The pytorch-ood API base a detector class derives from (it decides what the class is
+    fed: logits, features, feature maps, structured inputs, gradients), else ``Detector``."""
+    from pytorch_ood import api
+
+    for name in (
+        "LogitsDetector",
+        "FeaturesDetector",
+        "FeatureMapsDetector",
+        "StructuredDetector",
+        "GradientDetector",
+    ):
+        if issubclass(klass, getattr(api, name)):
+            return name
+    return "Detector"
+
+
 def detector_measures(lib: Library, results: pd.DataFrame | None) -> list[Measure]:
     """How many detectors, how many score precomputed features, what the network must expose."""
     root = lib.package_dir()
@@ -116,10 +142,8 @@ def detector_measures(lib: Library, results: pd.DataFrame | None) -> list[Measur
         f"calls on net/model in {lib.package}/{lib.detector_subpackage} (AST), files per use",
     )
     if lib.key == "pytorch-ood":
-        from ood_bench.detectors.pytorch_ood import NOT_DETECTORS, _pood_classes, base_of
-
-        classes = {n: c for n, c in _pood_classes().items() if n not in NOT_DETECTORS}
-        bases = collections.Counter(base_of(c) for c in classes.values())
+        classes = pytorch_ood_classes()
+        bases = collections.Counter(pytorch_ood_base(c) for c in classes.values())
         tensor_fed = sum(bases[b] for b in ("LogitsDetector", "FeaturesDetector"))
         return [
             Measure(
@@ -222,14 +246,16 @@ def count_calls(path: Path) -> int:
 
 def run_example(lib: Library, cache_dir: Path, repeats: int = 5) -> dict:
     """Run the library's minimal example in a fresh interpreter; its JSON, or ``{"error"}``."""
+    # scripts/ first on the path: this study's examples; ood_bench as this process finds it
+    path = os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))
     r = subprocess.run(
         [
             sys.executable,
             "-m",
-            "ood_bench.libcompare.examples.run",
+            "libcompare.examples.run",
             lib.example,
             "--cache-dir",
-            str(cache_dir),
+            str(Path(cache_dir).resolve()),
             "--repeats",
             str(repeats),
         ],
@@ -237,6 +263,7 @@ def run_example(lib: Library, cache_dir: Path, repeats: int = 5) -> dict:
         text=True,
         timeout=900,
         cwd=tempfile.gettempdir(),
+        env={**os.environ, "PYTHONPATH": path},
     )
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode != 0 or not lines:
@@ -248,7 +275,7 @@ def run_example(lib: Library, cache_dir: Path, repeats: int = 5) -> dict:
 def example_measures(lib: Library, cache_dir: Path, repeats: int = 5) -> list[Measure]:
     """Lines and calls of the minimal example, and what it gave when run here."""
     path = example_code(lib)
-    rel = f"ood_bench/libcompare/examples/{path.name}"
+    rel = shown(path)
     out = [
         Measure(lib.key, A, "example: lines", sloc([path]), f"radon SLOC of {rel}"),
         Measure(lib.key, A, "example: calls", count_calls(path), f"call expressions in {rel}"),

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from ood_bench.libcompare.code import sloc
-from ood_bench.libcompare.libraries import REPO, Library
-from ood_bench.libcompare.measure import Measure, na
+from libcompare.code import sloc
+from libcompare.libraries import Library
+from libcompare.measure import Measure, na
 
 A = "integration"
 MARK = re.compile(r"WORKAROUND:\s*(.*)")
@@ -20,8 +20,8 @@ def workarounds(lib: Library, width: int = 110) -> list[str]:
     """Every ``WORKAROUND:`` comment in the library's adapter files, continuation lines joined,
     shortened to its first ``width`` characters."""
     found = []
-    for rel in lib.adapter:
-        lines = (REPO / rel).read_text().splitlines()
+    for path in lib.adapter_files():
+        lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
             m = MARK.search(line)
             if not m:
@@ -48,7 +48,7 @@ def measure(lib: Library) -> list[Measure]:
             na(lib.key, A, "adapter code", "radon SLOC of the adapter", why, "SLOC"),
             na(lib.key, A, "workarounds", "WORKAROUND: comments in the adapter", why),
         ]
-    files = [REPO / rel for rel in lib.adapter]
+    files = lib.adapter_files()
     found = workarounds(lib)
     return [
         Measure(
@@ -56,7 +56,7 @@ def measure(lib: Library) -> list[Measure]:
             A,
             "adapter code",
             sloc(files),
-            f"radon SLOC of {', '.join(lib.adapter)}",
+            f"radon SLOC of {', '.join(lib.adapter_paths())}",
             "SLOC",
         ),
         Measure(

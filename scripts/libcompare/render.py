@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ood_bench.libcompare.libraries import Library
-from ood_bench.libcompare.measure import ASPECTS, Measure
+from libcompare.libraries import Library
+from libcompare.measure import ASPECTS, Measure
 from ood_bench.report import to_latex
 
 

@@ -18,8 +18,8 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ood_bench.libcompare.libraries import REPO, Library, shown
-from ood_bench.libcompare.measure import Measure, na
+from libcompare.libraries import REPO, Library, shown
+from libcompare.measure import Measure, na
 
 A = "code quality"
 RUFF_RULES = "E,W,F,B,SIM"  # pycodestyle, pyflakes, bugbear, simplify

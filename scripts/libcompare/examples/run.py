@@ -1,6 +1,6 @@
 """Run one minimal example on the embedded ``digits`` benchmark and print what it gave (JSON).
 
-    python -m ood_bench.libcompare.examples.run pytorch_ood_mahalanobis --cache-dir DIR
+    PYTHONPATH=scripts python -m libcompare.examples.run pytorch_ood_mahalanobis --cache-dir DIR
 
 The model is ood-bench's ``digits_cnn`` (trained into the cache when missing, seed 0); the
 loaders are plain ``DataLoader``s of the fit, calib, ID test and the four OOD sets. Run in a
@@ -28,7 +28,7 @@ from ood_bench.config import build
 def main(argv: list[str] | None = None) -> int:
     """Run the example named on the command line and print its JSON."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("example", help="module name in ood_bench.libcompare.examples")
+    p.add_argument("example", help="module name in libcompare.examples")
     p.add_argument("--cache-dir", type=Path, required=True)
     p.add_argument("--repeats", type=int, default=5, help="timed calls (after one warm-up)")
     args = p.parse_args(argv)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return DataLoader(s.dataset, batch_size=256)  # type: ignore[attr-defined]
 
     sets = [bench.split("test"), *bench.ood]
-    example = importlib.import_module(f"ood_bench.libcompare.examples.{args.example}")
+    example = importlib.import_module(f"libcompare.examples.{args.example}")
     times = []
     for _ in range(1 + args.repeats):  # the first call pays the lazy imports: not timed
         t0 = time.perf_counter()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ood_bench.libcompare.libraries import Library
-from ood_bench.libcompare.measure import Measure, na
+from libcompare.libraries import Library
+from libcompare.measure import Measure, na
 from ood_bench.report import aggregate, robustness_frame
 
 A = "performance"
