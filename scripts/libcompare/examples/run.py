@@ -17,12 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
-from ood_bench.api import CONF_DIR
-from ood_bench.config import build
+from ood_bench.config import build, compose
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path, required=True)
     p.add_argument("--repeats", type=int, default=5, help="timed calls (after one warm-up)")
     args = p.parse_args(argv)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config")
+    cfg = compose()
     bench = build(cfg.benchmark, "benchmark")
     backbone = build(cfg.backbone, "backbone", benchmark=bench, cache_dir=str(args.cache_dir))
 
