@@ -74,7 +74,7 @@ paper: venv
 	if $(PY) -c "import openood" 2>/dev/null; then \
 	  $(PY) -m ood_bench.run -m experiment=openood_all && \
 	  $(PY) -m ood_bench.run -m benchmark=digits,digits_open detector=openood_vim,openood_residual \
-	    detector.params.dim=64 hydra.sweep.dir=outputs/openood_all && \
+	    ++detector.params.dim=64 hydra.sweep.dir=outputs/openood_all && \
 	  $(PY) -m ood_bench.run -m experiment=openood_seeds && \
 	  $(PY) -m ood_bench.run -m experiment=robustness_openood hydra/launcher=local_parallel && \
 	  $(PY) scripts/collect.py outputs/openood_all --out results/raw/openood_all.csv && \
