@@ -68,7 +68,13 @@ LIBRARIES: dict[str, Library] = {
         package="pytorch_ood",
         api_module="pytorch_ood.detector",
         detector_subpackage="detector",
-        adapter=("ood_bench/detectors/pytorch_ood.py",),
+        adapter=(
+            *(
+                f"ood_bench/detectors/pytorch_ood/{m}.py"
+                for m in ("__init__", "adapter", "bound", "catalogue", "feeds")
+            ),
+            "ood_bench/detectors/nets.py",  # model helpers, written for this adapter first
+        ),
         example="pytorch_ood_mahalanobis",
         tests_hint="the PyPI sdist (the wheel ships none), downloaded with pip download",
     ),
