@@ -85,7 +85,10 @@ LIBRARIES: dict[str, Library] = {
         package="openood",
         api_module="openood.postprocessors",
         detector_subpackage="postprocessors",
-        adapter=("ood_bench/detectors/openood.py", "ood_bench/detectors/openood_net.py"),
+        adapter=tuple(
+            f"ood_bench/detectors/openood/{m}.py"
+            for m in ("__init__", "adapter", "catalogue", "configs", "device", "loader", "net")
+        ),
         example="openood_mds",
         tests_hint="the git checkout it is installed from (pip install -e)",
     ),
