@@ -71,23 +71,11 @@ class PytorchOODDetector(Detector):
         self.seed = int(seed)
         self.parts = dict(cat.PARTS.get(cls, {}))
         self._check_params()
-        defaults = dict(cat.DEFAULT_READS)
-        if "penultimate_encoder" in self.parts.values():
-            defaults[self.base] = "penultimate"  # MahalanobisODIN: fitted on cached features
-        self.features_key = features or defaults.get(self.base, "penultimate")
-        if self.base == "LogitsDetector" and self.features_key != "logits":
-            raise ConfigError(f"{name}: {cls} is a LogitsDetector: it reads logits, not {features}")
-        if "penultimate_encoder" in self.parts.values() and self.features_key != "penultimate":
-            raise ConfigError(f"{name}: {cls} perturbs and scores penultimate features")
-        needs_model = any(p in cat.MODEL_PARTS for p in self.parts.values())
-        needs_model |= self.base == "FeatureMapsDetector"
-        self.needs = frozenset({"features", "model"} if needs_model else {"features"})
+        self.features_key = self._reads(features)
         self.search = bool(search)
         self.search_ood = search_ood
         self.search_space = dict(search_space) if search_space else None
-        if self.search:
-            self._check_search_space()
-            self.needs = self.needs | {"ood_validation"}
+        self.needs = self._needs()
         self.impl: Any = None
         self.feed: Feed | None = None  # how it is fed, chosen when built
         self.best_params: dict[str, Any] | None = None
@@ -135,6 +123,34 @@ class PytorchOODDetector(Detector):
                 f"bad hyperparameters for pytorch-ood {self.cls_name}: {e}; its arguments: {names}"
             ) from e
         check_types(self.klass, self._params, "detector.params", f"pytorch-ood's {self.cls_name}")
+
+    def _reads(self, features: str | None) -> str:
+        """What the detector reads: ``features``, else its base's default; a ConfigError when
+        its base or constructor cannot read ``features``."""
+        defaults = dict(cat.DEFAULT_READS)
+        if "penultimate_encoder" in self.parts.values():
+            defaults[self.base] = "penultimate"  # MahalanobisODIN: fitted on cached features
+        key = features or defaults.get(self.base, "penultimate")
+        if self.base == "LogitsDetector" and key != "logits":
+            raise ConfigError(
+                f"{self.name}: {self.cls_name} is a LogitsDetector: it reads logits, not {features}"
+            )
+        if "penultimate_encoder" in self.parts.values() and key != "penultimate":
+            raise ConfigError(
+                f"{self.name}: {self.cls_name} perturbs and scores penultimate features"
+            )
+        return key
+
+    def _needs(self) -> frozenset[str]:
+        """``features``; ``model`` when a constructor part comes from the model (or it reads
+        feature maps); ``ood_validation`` with ``search`` (checked to have a space)."""
+        needs_model = any(p in cat.MODEL_PARTS for p in self.parts.values())
+        needs_model |= self.base == "FeatureMapsDetector"
+        needs = {"features", "model"} if needs_model else {"features"}
+        if self.search:
+            self._check_search_space()
+            needs.add("ood_validation")
+        return frozenset(needs)
 
     def _check_search_space(self) -> None:
         """A ConfigError when there is nothing to search (empty space, none given)."""

@@ -359,6 +359,14 @@ def _maps_feed(det: PytorchOODDetector, fit: Features) -> Feed:
                 "detector.features=block3"
             )
         return CachedMapsFeed(det)
+    _check_tap_maps(det, fit)
+    return ModelMapsFeed(det, key)
+
+
+def _check_tap_maps(det: PytorchOODDetector, fit: Features) -> None:
+    """A ConfigError unless ``features`` is a module of the model; NotApplicable unless it
+    outputs N×C×H×W maps (with H·W > 1 for spatial-only methods)."""
+    key, cls = det.features_key, det.cls_name
     modules = det.bound.modules()
     if key not in modules:
         raise ConfigError(
@@ -373,7 +381,6 @@ def _maps_feed(det: PytorchOODDetector, fit: Features) -> Feed:
         )
     if cls in SPATIAL_ONLY and shape[2] * shape[3] == 1:
         raise NotApplicable(f"{det.name}: tap {key!r} has 1×1 maps; {cls}: {SPATIAL_ONLY[cls]}")
-    return ModelMapsFeed(det, key)
 
 
 def select_feed(det: PytorchOODDetector, fit: Features) -> Feed:
