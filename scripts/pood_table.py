@@ -6,8 +6,9 @@ score time per sample and the detector's own forward passes.
     python scripts/pood_table.py results/raw/pood_all.csv --sweep /tmp/pood_sweep \\
         --out results/tables/pood_all.md
 
-``--sweep`` (the Hydra sweep directory) adds the images each detector pushed through the network
-itself (``detector_forward_samples=`` in the job logs) and the sweep's wall time.
+The images each detector pushed through the network itself are the results' own
+``detector_forward_samples`` rows; ``--sweep`` (the Hydra sweep directory) adds the sweep's wall
+time, read from the job logs' time stamps.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import pandas as pd
 import yaml
 
 from ood_bench.detectors.pytorch_ood import (
-    _PARTS,
     NOT_DETECTORS,
     STATUS,
-    _pood_classes,
     base_of,
+    describe_feed,
     option_name,
+    pood_classes,
 )
 from ood_bench.environment import require_clean_tree
 from ood_bench.io import atomic_write_text
@@ -39,58 +40,13 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "detector"
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
-def fed(cls: str, cfg: dict) -> str:
-    """What the adapter feeds a class, from its base and its YAML."""
-    base = base_of(_pood_classes()[cls])
-    head = any(p.startswith("head") for p in _PARTS.get(cls, {}).values())
-    features = cfg.get("features") or "penultimate"
-    if base == "LogitsDetector":
-        out = "cached logits"
-    elif base == "FeaturesDetector":
-        out = f"cached {features}" + (" + last linear layer" if head else "")
-    elif base == "FeatureMapsDetector":
-        out = (
-            "cached penultimate as N×D×1×1 maps + last linear layer"
-            if features == "penultimate"
-            else f"maps of tap {features} (hooked forward) + rest of the network"
-        )
-    elif cls == "MultiMahalanobis":
-        out = "cached mean-pooled taps (all)"
-    elif cls == "Gram":
-        out = "images: logits + maps of every tap (one hooked forward)"
-    elif cls == "MahalanobisODIN":
-        out = "fit: cached penultimate; score: model + images"
-    elif cls == "NACUE":
-        out = "model + images (last two taps)"
-    else:
-        out = "model + images"
-    if cfg.get("fit_on") == "calib":
-        out += "; fitted on calib"
-    return out
-
-
-def detector_forward_samples(sweep: Path) -> tuple[dict[tuple[str, str], int], float]:
-    """Per (benchmark, detector) job: the last ``detector_forward_samples=`` of its log; and the
-    sweep's wall time (first to last log line)."""
-    counts: dict[tuple[str, str], int] = {}
-    first, last = None, None
-    for cfg_path in sweep.glob("*/resolved_config.yaml"):
-        cfg = yaml.safe_load(cfg_path.read_text())
-        key = (cfg["benchmark"]["name"], cfg["detector"]["name"])
-        counts[key] = 0
-        for log_path in cfg_path.parent.glob("*.log"):
-            lines = log_path.read_text().splitlines()
-            for line in lines:
-                m = re.search(r"detector_forward_samples=(\d+)", line)
-                if m:
-                    counts[key] = int(m.group(1))
-            stamps = [STAMP.match(x) for x in lines]
-            stamps = [datetime.strptime(s.group(1), "%Y-%m-%d %H:%M:%S,%f") for s in stamps if s]
-            if stamps:
-                first = min(stamps[0], first or stamps[0])
-                last = max(stamps[-1], last or stamps[-1])
-    wall = (last - first).total_seconds() if first and last else float("nan")
-    return counts, wall
+def wall_time(sweep: Path) -> float:
+    """The sweep's wall time in seconds: first to last time stamp of its job logs."""
+    stamps = []
+    for log_path in sweep.glob("*/*.log"):
+        found = (STAMP.match(x) for x in log_path.read_text().splitlines())
+        stamps += [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f") for m in found if m]
+    return (max(stamps) - min(stamps)).total_seconds() if stamps else float("nan")
 
 
 def metric(df: pd.DataFrame, bench: str, det: str, name: str, group: str | None) -> float:
@@ -117,17 +73,17 @@ def status(df: pd.DataFrame, cls: str, det: str) -> str:
 
 def build(df: pd.DataFrame, sweep: Path | None) -> tuple[str, pd.DataFrame]:
     """The summary text and one table row per pytorch-ood detector class."""
-    counts, wall = detector_forward_samples(sweep) if sweep else ({}, float("nan"))
+    classes = pood_classes()
     rows = []
-    for cls in sorted(_pood_classes(), key=str.lower):
+    for cls in sorted(classes, key=str.lower):
         det = option_name(cls)
         cfg = yaml.safe_load((CONF / f"{det}.yaml").read_text())
         pct = lambda v: "–" if np.isnan(v) else f"{100 * v:.1f}"  # noqa: E731
         row = {
             "option": det,
             "class": cls,
-            "base": base_of(_pood_classes()[cls]).replace("Detector", "") or "Detector",
-            "fed": fed(cls, cfg),
+            "base": base_of(classes[cls]).replace("Detector", "") or "Detector",
+            "fed": describe_feed(cls, cfg.get("features"), cfg.get("fit_on") or "fit"),
             "status": status(df, cls, det),
             "far AUROC": pct(metric(df, "digits", det, "auroc", "far")),
             "far FPR95 (ID)": pct(metric(df, "digits", det, "fpr95_id", "far")),
@@ -140,24 +96,23 @@ def build(df: pd.DataFrame, sweep: Path | None) -> tuple[str, pd.DataFrame]:
         score = metric(df, "digits", det, "score_ms_per_sample", None)
         row["fit (s)"] = "–" if np.isnan(fit_s) else f"{fit_s:.3f}"
         row["score (ms/sample)"] = "–" if np.isnan(score) else f"{score:.4f}"
-        if sweep:
-            row["detector fwd (digits)"] = counts.get(("digits", det), "–")
+        own = metric(df, "digits", det, "detector_forward_samples", None)
+        row["detector fwd (digits)"] = "–" if np.isnan(own) else int(own)
         rows.append(row)
     table = pd.DataFrame(rows)
     for name in NOT_DETECTORS:
         log.info("pytorch_ood.detector.__all__ also exports %s: %s", name, NOT_DETECTORS[name])
     jobs = df.groupby("run_id").agg(status=("status", "first"))
     extract = df[df.metric == "forward_samples"]["value"].sum()
+    own = df[df.metric == "detector_forward_samples"]["value"].sum()
     summary = [
         f"{len(jobs)} jobs ({(jobs.status == 'ok').sum()} ok, "
         f"{(jobs.status == 'failed').sum()} failed); extraction forward passes (rows "
-        f"forward_samples): {int(extract)} images",
+        f"forward_samples): {int(extract)} images; detector forward passes (rows "
+        f"detector_forward_samples): {int(own)} images",
     ]
     if sweep:
-        summary.append(
-            f"detector forward passes (detector_forward_samples in the job logs): "
-            f"{sum(counts.values())} images; sweep wall time {wall:.0f} s"
-        )
+        summary.append(f"sweep wall time {wall_time(sweep):.0f} s")
     return "\n".join(summary), table
 
 
@@ -165,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print (and with ``--out`` write) the pytorch-ood table; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("results", type=Path, help="collected CSV (scripts/collect.py)")
-    p.add_argument("--sweep", type=Path, help="the sweep directory, for logs and wall time")
+    p.add_argument("--sweep", type=Path, help="the sweep directory, for its wall time")
     p.add_argument("--out", type=Path, help="Markdown file to write")
     args = p.parse_args(argv)
     if args.out:

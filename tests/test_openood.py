@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from ood_bench.config import build
 from ood_bench.data.base import tensor_set
 from ood_bench.detectors import openood as oo
-from ood_bench.detectors.openood_net import OpenOODNet
+from ood_bench.detectors.openood import OpenOODNet
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
 from ood_bench.metrics import ood_metrics

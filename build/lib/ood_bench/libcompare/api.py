@@ -116,9 +116,9 @@ def detector_measures(lib: Library, results: pd.DataFrame | None) -> list[Measur
         f"calls on net/model in {lib.package}/{lib.detector_subpackage} (AST), files per use",
     )
     if lib.key == "pytorch-ood":
-        from ood_bench.detectors.pytorch_ood import NOT_DETECTORS, _pood_classes, base_of
+        from ood_bench.detectors.pytorch_ood import NOT_DETECTORS, base_of, pood_classes
 
-        classes = {n: c for n, c in _pood_classes().items() if n not in NOT_DETECTORS}
+        classes = {n: c for n, c in pood_classes().items() if n not in NOT_DETECTORS}
         bases = collections.Counter(base_of(c) for c in classes.values())
         tensor_fed = sum(bases[b] for b in ("LogitsDetector", "FeaturesDetector"))
         return [

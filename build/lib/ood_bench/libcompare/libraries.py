@@ -68,7 +68,13 @@ LIBRARIES: dict[str, Library] = {
         package="pytorch_ood",
         api_module="pytorch_ood.detector",
         detector_subpackage="detector",
-        adapter=("ood_bench/detectors/pytorch_ood.py",),
+        adapter=(
+            *(
+                f"ood_bench/detectors/pytorch_ood/{m}.py"
+                for m in ("__init__", "adapter", "bound", "catalogue", "feeds")
+            ),
+            "ood_bench/detectors/nets.py",  # model helpers, written for this adapter first
+        ),
         example="pytorch_ood_mahalanobis",
         tests_hint="the PyPI sdist (the wheel ships none), downloaded with pip download",
     ),
@@ -79,7 +85,10 @@ LIBRARIES: dict[str, Library] = {
         package="openood",
         api_module="openood.postprocessors",
         detector_subpackage="postprocessors",
-        adapter=("ood_bench/detectors/openood.py", "ood_bench/detectors/openood_net.py"),
+        adapter=tuple(
+            f"ood_bench/detectors/openood/{m}.py"
+            for m in ("__init__", "adapter", "catalogue", "configs", "device", "loader", "net")
+        ),
         example="openood_mds",
         tests_hint="the git checkout it is installed from (pip install -e)",
     ),

@@ -17,18 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ood_bench.detectors.nets import last_linear
 from ood_bench.errors import ConfigError
-
-
-def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The model's last ``nn.Linear`` (in module order): the classification head."""
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ConfigError(
-            f"{type(model).__name__} has no nn.Linear head: OpenOOD's postprocessors need "
-            "get_fc()/forward_threshold, i.e. logits = Linear(penultimate features)"
-        )
-    return linears[-1]
 
 
 # WORKAROUND: OpenOOD's postprocessors call methods only its own networks have (return_feature,
@@ -52,7 +42,7 @@ class OpenOODNet(nn.Module):
 
     ``in_channels``: with ``lift_channels=True`` the wrapper accepts inputs with *more* channels
     than the model has and reads the first ``in_channels``; the adapter feeds OpenOOD's
-    3-channel postprocessors zero-padded images this way (see ``openood.py``).
+    3-channel postprocessors zero-padded images this way (see :mod:`.adapter`).
     """
 
     def __init__(
@@ -72,7 +62,13 @@ class OpenOODNet(nn.Module):
         self.model = model
         self.taps = list(taps)
         self.penultimate = penultimate
-        self.head_name, head = last_linear(model)
+        found = last_linear(model)
+        if found is None:
+            raise ConfigError(
+                f"{type(model).__name__} has no nn.Linear head: OpenOOD's postprocessors need "
+                "get_fc()/forward_threshold, i.e. logits = Linear(penultimate features)"
+            )
+        self.head_name, head = found
         self.in_channels = in_channels
         self.lift_channels = lift_channels
         self.feature_size = head.in_features
