@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ood_bench.backbones import Backbone, taps_of
+from ood_bench.backbones import Backbone, find_taps
 from ood_bench.config import CONF_DIR, build
 from ood_bench.data.base import ImageSet
 from ood_bench.detectors.base import Detector
@@ -63,9 +63,9 @@ def wrap_model(
 ) -> Backbone:
     """A frozen classifier as a :class:`Backbone`: identity = sha256 of its weights (only what
     a feature cache needs: ``hash_weights=False`` leaves it empty); taps and penultimate layer
-    named, else :func:`~ood_bench.backbones.taps_of` (declared, or found on ``example``)."""
+    named, else :func:`~ood_bench.backbones.find_taps` (declared, or found on ``example``)."""
     model.eval()
-    found_taps, found_pen = taps_of(model, example)
+    found_taps, found_pen = find_taps(model, example)
     digest = ""
     if hash_weights:
         digest = hash_arrays(*(t.detach().cpu().numpy() for t in model.state_dict().values()))

@@ -16,10 +16,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ood_bench.atomic import atomic_torch_save, atomic_write_text, lock_unless_read_only
 from ood_bench.data.base import Benchmark
 from ood_bench.errors import CheckpointError, ConfigError
 from ood_bench.hashing import hash_obj, sha256_file
-from ood_bench.io import atomic_torch_save, atomic_write_text, lock_unless_read_only
 from ood_bench.progress import duration, eta
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,7 @@ def train_classifier(
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, loader: DataLoader, device: str = "cpu") -> float:
+def model_accuracy(model: nn.Module, loader: DataLoader, device: str = "cpu") -> float:
     """Top-1 accuracy of ``model`` (in eval mode) over ``loader``; 0 when it is empty."""
     model.eval()
     correct = n = 0
@@ -387,17 +387,12 @@ def _state_diff(model: nn.Module, state: dict) -> str:
     return f"(missing {missing}, unexpected {extra}, shape mismatches {shapes})"
 
 
-def taps_of(model: nn.Module, example: torch.Tensor) -> tuple[list[str], str]:
-    """The model's declared ``taps``/``penultimate``, else discovered with one forward pass on
-    ``example``."""
+def find_taps(model: nn.Module, example: torch.Tensor) -> tuple[list[str], str]:
+    """The model's taps and penultimate layer: its declared ``taps``/``penultimate``, else
+    :func:`discover_taps` (one forward pass on ``example``)."""
     if getattr(model, "taps", None):
         return list(model.taps), str(getattr(model, "penultimate", model.taps[-1]))
     return discover_taps(model, example)
-
-
-def model_taps(model: nn.Module, benchmark: Benchmark) -> tuple[list[str], str]:
-    """:func:`taps_of` with a dummy batch of the benchmark's image shape."""
-    return taps_of(model, torch.zeros(2, benchmark.in_channels, *benchmark.image_size))
 
 
 def _model_kwargs(benchmark: Benchmark, arch_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -524,7 +519,9 @@ def get_backbone(
             100 * info["id_acc"],
             benchmark.id_name,
         )
-    found_taps, found_pen = model_taps(model, benchmark)
+    found_taps, found_pen = find_taps(
+        model, torch.zeros(2, benchmark.in_channels, *benchmark.image_size)
+    )
     return Backbone(
         name or arch, model, digest, path, list(taps or found_taps), penultimate or found_pen, info
     )
@@ -620,7 +617,7 @@ def _train_and_save(
     model.cpu()
     atomic_torch_save(model.state_dict(), path)
     digest = sha256_file(path)
-    acc = accuracy(model, DataLoader(benchmark.split("test").dataset, batch_size=512))
+    acc = model_accuracy(model, DataLoader(benchmark.split("test").dataset, batch_size=512))
     meta = {
         "sha256": digest,
         "identity": identity,

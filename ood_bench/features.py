@@ -18,11 +18,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ood_bench.atomic import atomic_torch_save, atomic_write_text, lock_unless_read_only
 from ood_bench.backbones import Backbone
 from ood_bench.data.base import ImageSet
 from ood_bench.errors import CacheError, ConfigError
 from ood_bench.hashing import hash_obj, sha256_file
-from ood_bench.io import atomic_torch_save, atomic_write_text, lock_unless_read_only
 from ood_bench.progress import ProgressLog
 
 log = logging.getLogger(__name__)

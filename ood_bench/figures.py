@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ood_bench.io import atomic_write  # noqa: E402
+from ood_bench.atomic import atomic_write  # noqa: E402
 
 
 def reproducible() -> None:

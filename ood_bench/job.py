@@ -23,12 +23,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ood_bench.atomic import atomic_write, atomic_write_text
 from ood_bench.backbones import known_sha256
 from ood_bench.config import config_hash
 from ood_bench.data.base import Benchmark
 from ood_bench.environment import environment
 from ood_bench.errors import ConfigError
-from ood_bench.io import atomic_write, atomic_write_text
 from ood_bench.pipeline import build_benchmark
 from ood_bench.results import make_row, read_results, to_frame, write_csv
 

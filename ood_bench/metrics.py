@@ -89,7 +89,7 @@ def pvalue_metrics(
     (ID test ∪ OOD set, as evaluated): realised false discovery proportion (ID among the rejected,
     0 when nothing is rejected) and power (fraction of the OOD set rejected).
     """
-    from ood_bench.stats import benjamini_hochberg
+    from ood_bench.pvalues import benjamini_hochberg
 
     p_id = np.asarray(p_id, dtype=np.float64)
     p_ood = np.asarray(p_ood, dtype=np.float64)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from ood_bench.atomic import atomic_write
 from ood_bench.errors import DataError
-from ood_bench.io import atomic_write
 
 # identity of the job
 JOB_COLUMNS = [

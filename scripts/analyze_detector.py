@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ood_bench.atomic import atomic_write
 from ood_bench.config import build, compose
 from ood_bench.detectors.stat import StatDetector
 from ood_bench.environment import require_clean_tree
 from ood_bench.features import Features
 from ood_bench.figures import reproducible, save_fig
-from ood_bench.io import atomic_write
 from ood_bench.metrics import ood_metrics
 from ood_bench.pipeline import prepare
 

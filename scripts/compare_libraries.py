@@ -30,8 +30,8 @@ from libcompare import api, code, install, integration, performance
 from libcompare.libraries import LIBRARIES, REPO
 from libcompare.measure import Measure
 from libcompare.render import comparison_table, latex, markdown
+from ood_bench.atomic import atomic_write_text
 from ood_bench.environment import require_clean_tree
-from ood_bench.io import atomic_write_text
 from ood_bench.results import read_results
 
 log = logging.getLogger("compare_libraries")

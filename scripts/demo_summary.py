@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ood_bench.io import atomic_write_text
+from ood_bench.atomic import atomic_write_text
 from ood_bench.results import read_results
 from ood_bench.summary import demo_summary
 

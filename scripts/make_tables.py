@@ -15,8 +15,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ood_bench.atomic import atomic_write_text
 from ood_bench.environment import require_clean_tree
-from ood_bench.io import atomic_write_text
 from ood_bench.report import markdown_report, report_tables, to_latex
 from ood_bench.results import (
     backbone_conflicts,

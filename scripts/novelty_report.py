@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from ood_bench.atomic import atomic_write, atomic_write_text  # noqa: E402
 from ood_bench.environment import require_clean_tree  # noqa: E402
-from ood_bench.io import atomic_write, atomic_write_text  # noqa: E402
 from ood_bench.report import fmt_mean_std, ok_rows  # noqa: E402
 from ood_bench.results import read_results  # noqa: E402
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ood_bench.atomic import atomic_write_text
 from ood_bench.detectors.pytorch_ood import (
     NOT_DETECTORS,
     STATUS,
@@ -32,7 +33,6 @@ from ood_bench.detectors.pytorch_ood import (
     pood_classes,
 )
 from ood_bench.environment import require_clean_tree
-from ood_bench.io import atomic_write_text
 from ood_bench.results import read_results
 
 log = logging.getLogger("pood_table")

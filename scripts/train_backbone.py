@@ -21,11 +21,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from ood_bench.backbones import TrainConfig, accuracy, build_model, train_classifier
+from ood_bench.atomic import atomic_torch_save, atomic_write_text
+from ood_bench.backbones import TrainConfig, build_model, model_accuracy, train_classifier
 from ood_bench.config import CONF_DIR, build
 from ood_bench.environment import environment
 from ood_bench.hashing import sha256_file
-from ood_bench.io import atomic_torch_save, atomic_write_text
 from ood_bench.pipeline import seed_everything
 
 log = logging.getLogger("train_backbone")
@@ -61,7 +61,9 @@ def main(cfg: DictConfig) -> None:
     t0 = time.perf_counter()
     train_classifier(model, loader, tcfg, int(cfg.seed), str(cfg.device))
     wall = time.perf_counter() - t0
-    acc = accuracy(model, DataLoader(bench.split("test").dataset, batch_size=512), str(cfg.device))
+    acc = model_accuracy(
+        model, DataLoader(bench.split("test").dataset, batch_size=512), str(cfg.device)
+    )
     model.cpu()
     out = Path(cfg.out_dir) / f"{b.name}_{bench.name}_s{cfg.seed}.pt"
     atomic_torch_save(model.state_dict(), out)

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from ood_bench.atomic import atomic_write, atomic_write_text
 from ood_bench.backbones import Backbone, DigitsCNN, get_backbone
 from ood_bench.data.base import Benchmark, ImageSet, tensor_set
 from ood_bench.errors import CheckpointError, ConfigError
 from ood_bench.features import EXTRACTOR_VERSION, FeatureExtractor, cache_key
 from ood_bench.hashing import sha256_file
-from ood_bench.io import atomic_write, atomic_write_text
 
 FAKE_SHA = "a" * 64
 SPEC = {"source": "test", "transform": "x/16", "split": "test", "seed": 0}

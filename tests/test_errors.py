@@ -201,7 +201,7 @@ def test_full_disk_names_the_file_and_the_fix(tmp_path, monkeypatch):
     import errno
     from pathlib import Path
 
-    from ood_bench.io import atomic_write_text
+    from ood_bench.atomic import atomic_write_text
 
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -19,12 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from ood_bench import environment
+from ood_bench.atomic import atomic_write_text
 from ood_bench.backbones import Backbone, DigitsCNN, get_backbone, known_sha256
 from ood_bench.config import config_hash
 from ood_bench.data.base import tensor_set
 from ood_bench.errors import CacheError, CheckpointError
 from ood_bench.features import FeatureExtractor
-from ood_bench.io import atomic_write_text
 from ood_bench.job import complete_sha
 from ood_bench.results import (
     backbone_conflicts,

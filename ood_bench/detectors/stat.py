@@ -29,7 +29,7 @@ import numpy as np
 from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
-from ood_bench.stats import (
+from ood_bench.pvalues import (
     COMBINERS,
     TAILS,
     EmpiricalReference,

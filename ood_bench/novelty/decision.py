@@ -211,7 +211,7 @@ class NoveltyDetector:
     # deciding -------------------------------------------------------------------------------
     def pvalues(self, batch: Sample) -> np.ndarray:
         """Conformal p-values of the batch's OOD scores against the calibration scores."""
-        from ood_bench.stats import conformal_pvalues
+        from ood_bench.pvalues import conformal_pvalues
 
         return conformal_pvalues(self.calib_score, batch.score)
 
@@ -321,7 +321,7 @@ class NoveltyDetector:
 
     def low_level_pvalues(self, low: np.ndarray) -> np.ndarray:
         """Conformal p-values of the rejected samples' low-level statistic (ones when off)."""
-        from ood_bench.stats import conformal_pvalues
+        from ood_bench.pvalues import conformal_pvalues
 
         if self.low_detector is None:
             return np.ones(len(low))

@@ -1,4 +1,4 @@
-"""Known values and null-calibration simulations for ood_bench.stats.
+"""Known values and null-calibration simulations for ood_bench.pvalues.
 
 Every simulation uses a fixed seed and a tolerance of 4 binomial standard errors, so a test fails
 only when the method is wrong (or, with probability ~1e-4, by bad luck — fixed seeds make the
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ood_bench.stats import (
+from ood_bench.pvalues import (
     COMBINERS,
     EmpiricalReference,
     benjamini_hochberg,
