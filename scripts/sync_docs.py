@@ -5,8 +5,8 @@
     python scripts/sync_docs.py --check    # exit 1 and name each block that is out of date
 
 Every result figure in the documentation sits in a generated block whose text
-``ood_bench.docsync.GENERATORS[NAME]`` computes from the files under ``results/``; run this after
-the results change (``make paper`` does), never edit a block by hand.
+``docsync.GENERATORS[NAME]`` (scripts/docsync.py) computes from the files under ``results/``;
+run this after the results change (``make paper`` does), never edit a block by hand.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ood_bench.docsync import doc_files, sync  # noqa: E402
+from docsync import doc_files, sync  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
