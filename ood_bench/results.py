@@ -226,13 +226,19 @@ def keep_newest_backbone(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def collect(*sweep_dirs: str | Path, pattern: str = "metrics.csv") -> pd.DataFrame:
-    """Merge every job's ``metrics.csv`` under the ``sweep_dirs`` (no Hydra callback needed),
-    each run counted once and one result set per job (:func:`one_result_per_job`)."""
+    """Merge every job's ``metrics.csv`` under the ``sweep_dirs`` (or the CSVs of a
+    ``results_dir/jobs`` folder; no Hydra callback needed), each run counted once and one result
+    set per job (:func:`one_result_per_job`)."""
     files: list[Path] = []
     for d in map(Path, sweep_dirs):
         found = sorted(d.rglob(pattern)) if d.is_dir() else ([d] if d.is_file() else [])
+        if not found and d.is_dir():  # a results_dir/jobs folder: <config hash>-<sha>.csv files
+            found = sorted(d.glob("*.csv"))
         if not found:
-            raise DataError(f"no {pattern} under {d}: is it a sweep or run directory?")
+            raise DataError(
+                f"no {pattern} under {d}: give a sweep or run directory, a results_dir/jobs "
+                "folder or a results CSV"
+            )
         files += found
     return one_result_per_job(read_results(*dict.fromkeys(files)))
 
