@@ -3,7 +3,7 @@
 both FPR95 readings on the far sets of ``digits`` and the near set of ``digits_open``, fit time,
 score time per sample and the detector's own forward passes.
 
-    python scripts/pood_table.py results/raw/pood_all.csv --sweep /tmp/pood_sweep \\
+    python scripts/pood_table.py results/raw/pood_all.csv --sweep outputs/pood_sweep \\
         --out results/tables/pood_all.md
 
 The images each detector pushed through the network itself are the results' own

@@ -110,7 +110,7 @@ def test_backbone_options_build_and_tap(option):
     )
     from ood_bench.features import FeatureExtractor
 
-    ex = FeatureExtractor(bb, Path("/tmp/unused"))
+    ex = FeatureExtractor(bb, Path("never-written"))  # extract() only: no cache
     f = ex.extract(
         tensor_set(
             "x", np.random.rand(2, ch, size, size).astype(np.float32), np.zeros(2), {"t": option}

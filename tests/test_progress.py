@@ -49,7 +49,7 @@ def _extractor(batch_size: int) -> FeatureExtractor:
     torch.manual_seed(0)
     model = DigitsCNN().eval()
     bb = Backbone("cnn", model, "0" * 64, Path("."), list(model.taps), model.penultimate)
-    return FeatureExtractor(bb, Path("/tmp/unused"), batch_size=batch_size)
+    return FeatureExtractor(bb, Path("never-written"), batch_size=batch_size)  # extract() only
 
 
 def _images(name: str, n: int):
