@@ -26,7 +26,7 @@ from ood_bench.results import read_results  # noqa: E402
 
 
 def status_of(name: str, error: str) -> str:
-    """``ok``, ``ok*`` (runs, with a note in the README), ``unsupported`` or ``error: …``."""
+    """``ok``, ``ok*`` (runs, with a note in docs/openood.md), ``unsupported`` or ``error: …``."""
     from ood_bench.detectors.openood import NOTES, UNSUPPORTED
 
     post = name.removeprefix("openood_")

@@ -30,7 +30,7 @@ INSTALL_HINT = f"""OpenOOD is not installed (it is not on PyPI). Install it, wit
   pip install Cython && pip wheel --no-build-isolation --no-deps libmr==0.1.9 -w .wheels \\
       && pip install .wheels/libmr-0.1.9-*.whl
 (or pip install -e ".[openood]", then set OPENOOD_CONFIG_ROOT=/path/to/OpenOOD/configs: pip
-does not install OpenOOD's configs/). See the README, section "OpenOOD"."""
+does not install OpenOOD's configs/). See docs/openood.md, section Install."""
 
 
 class OpenOODMissing(ImportError):
