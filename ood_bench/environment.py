@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
 import socket
@@ -28,6 +29,7 @@ def installed_version(dist: str) -> str:
         return ""
 
 
+log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 # what computes a result: an uncommitted change here makes a result irreproducible ("+dirty").
 # Generated outputs (results/, README.md, docs/) and tests are left out, so writing the committed
@@ -74,9 +76,7 @@ def require_clean_tree(out: str | Path, what: str) -> None:
         return
     listed = ", ".join(changed[:5]) + (" …" if len(changed) > 5 else "")
     if os.environ.get("ALLOW_DIRTY") == "1":
-        import logging
-
-        logging.getLogger(__name__).warning(
+        log.warning(
             "ALLOW_DIRTY=1: %s writes %s from uncommitted code (%s); git_sha is recorded as %s",
             what,
             target,

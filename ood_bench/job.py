@@ -38,12 +38,12 @@ log = logging.getLogger("ood_bench.job")
 @dataclass
 class JobResult:
     """What a job's ``evaluate`` returns: its tidy rows, extra tables written beside
-    ``metrics.csv`` (file name → frame; ``.csv.gz`` names are gzip-compressed) and a text
-    summary for the log."""
+    ``metrics.csv`` (file name → frame; ``.csv.gz`` names are gzip-compressed) and how to
+    summarise the job's results frame for the log."""
 
     rows: list[dict[str, Any]]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    summary: str = ""
+    summary: Callable[[pd.DataFrame], str] | None = None
 
 
 Evaluate = Callable[[DictConfig, dict[str, Any], Benchmark], JobResult]
@@ -228,6 +228,6 @@ def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = No
     shared = None
     if cfg.get("results_dir"):
         shared = write_csv(df, shared_result(cfg.results_dir, chash, job["backbone_sha256"]))
-    if result.summary:
-        log.info("%s", result.summary)
+    if result.summary is not None:
+        log.info("%s", result.summary(df))
     log.info("wrote %d rows to %s%s", len(df), path, f" and {shared}" if shared else "")

@@ -22,7 +22,7 @@ from ood_bench.errors import ConfigError
 from ood_bench.job import JobResult, peak_rss_mb, run_job, seed_of
 from ood_bench.metrics import accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
 from ood_bench.pipeline import prepare, seed_everything
-from ood_bench.results import make_row, to_frame
+from ood_bench.results import make_row
 
 log = logging.getLogger("ood_bench.run")
 
@@ -139,13 +139,14 @@ def main(cfg: DictConfig) -> None:
 
 def evaluate_job(cfg: DictConfig, job: dict[str, Any], bench: Benchmark) -> JobResult:
     """:func:`evaluate`'s rows with the log summary (ID accuracy, metrics per OOD set)."""
-    df = to_frame(rows := evaluate(cfg, job, bench))
-    acc = df.loc[df.metric == "id_acc", "value"].iloc[0]
-    text = (
-        f"ID test accuracy {100 * acc:.2f}%; results per OOD set ({job['detector']}):\n"
-        + summary(df)
-    )
-    return JobResult(rows, summary=text)
+
+    def text(df: pd.DataFrame) -> str:
+        """The log summary of the job's results frame."""
+        acc = df.loc[df.metric == "id_acc", "value"].iloc[0]
+        head = f"ID test accuracy {100 * acc:.2f}%; results per OOD set ({job['detector']})"
+        return f"{head}:\n{summary(df)}"
+
+    return JobResult(evaluate(cfg, job, bench), summary=text)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from ood_bench.novelty import (
     true_classes,
 )
 from ood_bench.pipeline import Prepared, prepare, seed_everything
-from ood_bench.results import make_row, to_frame
+from ood_bench.results import make_row
 
 log = logging.getLogger("ood_bench.run_novelty")
 GROUP = "novelty"
@@ -302,8 +302,8 @@ def evaluate_job(cfg: DictConfig, job: dict[str, Any], bench: Benchmark) -> JobR
     """:func:`evaluate` as a :class:`~ood_bench.job.JobResult` (rows, the two tables, summary)."""
     rows, trials_df, samples_df = evaluate(cfg, job, bench)
     tables = {"novelty_trials.csv.gz": trials_df, "novelty_samples.csv.gz": samples_df}
-    text = f"novelty results ({job['detector']}):\n{summary_table(to_frame(rows))}"
-    return JobResult(rows, tables, text)
+    label = job["detector"]
+    return JobResult(rows, tables, lambda df: f"novelty results ({label}):\n{summary_table(df)}")
 
 
 if __name__ == "__main__":

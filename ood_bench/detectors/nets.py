@@ -27,6 +27,21 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
     return linears[-1] if linears else None
 
 
+def head_error(
+    head: Callable[[torch.Tensor], torch.Tensor],
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    tol: float,
+) -> float | None:
+    """None when ``head(features)`` reproduces ``logits`` (``allclose`` at ``tol``), else the
+    largest difference: whether a linear head really maps the penultimate layer to the logits,
+    which every fc-based detector of both libraries assumes."""
+    again = head(features)
+    if torch.allclose(again, logits, rtol=tol, atol=tol):
+        return None
+    return float((again - logits).abs().max())
+
+
 def untie_modules(net: nn.Module) -> list[str]:
     """Give every submodule one name: a second registration of the same module becomes a plain
     attribute (``forward`` still finds it), so ``named_parameters(remove_duplicate=False)``

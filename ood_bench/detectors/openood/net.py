@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ood_bench.detectors.nets import last_linear
+from ood_bench.detectors.nets import head_error, last_linear
 from ood_bench.errors import ConfigError
 
 
@@ -168,11 +168,11 @@ class OpenOODNet(nn.Module):
                 f"the head {self.head_name!r} takes {self.feature_size}: set the backbone's "
                 "penultimate to the layer that feeds the head"
             )
-        again = self.get_fc_layer()(feature)
-        if not torch.allclose(again, logits, rtol=1e-4, atol=1e-4):
+        err = head_error(self.get_fc_layer(), feature, logits, tol=1e-4)
+        if err is not None:
             raise ConfigError(
                 f"the logits of {type(self.model).__name__} are not {self.head_name}"
                 f"(flatten({self.penultimate})) (max difference "
-                f"{(again - logits).abs().max().item():.3g}): OpenOOD's fc-based "
+                f"{err:.3g}): OpenOOD's fc-based "
                 "postprocessors (ReAct, DICE, ViM, …) would score another network"
             )

@@ -15,6 +15,7 @@ from ood_bench.detectors.nets import (
     TapEncoder,
     TapSplit,
     frozen_copy,
+    head_error,
     last_linear,
     poisoned,
     untie_modules,
@@ -111,12 +112,12 @@ class BoundNet:
         with torch.no_grad():
             n = min(len(fit), 64)
             pen, logits = float32(fit.penultimate[:n]).to(self.det.device), fit.logits[:n].float()
-            got = head(pen).cpu()
-        if not torch.allclose(got, logits, rtol=1e-3, atol=1e-3):
+            err = head_error(lambda z: head(z).cpu(), pen, logits, tol=1e-3)
+        if err is not None:
             raise NotApplicable(
                 f"{self.det.name}: the last nn.Linear of {type(model).__name__} does not map the "
                 f"penultimate features to the logits (max error "
-                f"{(got - logits).abs().max():.3g}), so pytorch-ood's {self.det.cls_name} cannot "
+                f"{err:.3g}), so pytorch-ood's {self.det.cls_name} cannot "
                 "use it as the head; set the backbone's penultimate layer to the head's input"
             )
         return head  # type: ignore[return-value]
