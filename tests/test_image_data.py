@@ -98,3 +98,25 @@ def test_missing_sets_say_where_and_how(root, tmp_path_factory):
 def test_bad_preprocess_is_a_config_error():
     with pytest.raises(ConfigError, match="one per channel"):
         Preprocess.from_cfg({"channels": 3, "mean": [0.5], "std": [0.5]})
+
+
+def test_natural_photo_crops_in_the_id_raw_shape(root):
+    """``photos: natural``: offline crops of the bundled photos, uint8 in the ID raw shape
+    (grey here), reproducible, ``exclude`` checked."""
+    entry = {"name": "photos", "group": "far", "photos": "natural", "n": 25}
+    a = toy(root, ood=[entry])
+    b = toy(root, ood=[entry])
+    x, y = a.ood_set("photos").dataset[3]
+    assert len(a.ood_set("photos")) == 25 and x.shape == (1, 12, 12) and y == -1
+    assert torch.equal(x, b.ood_set("photos").dataset[3][0])
+    with pytest.raises(ConfigError, match="no scikit-image photo"):
+        toy(root, ood=[{**entry, "exclude": ["garfield"]}])
+
+
+def test_colour_photo_crops_keep_their_levels():
+    from ood_bench.data.image_benchmark import natural_photos
+
+    crops = natural_photos({"name": "p", "n": 40, "exclude": ["chelsea"]}, (32, 32, 3), seed=0)
+    assert crops.shape == (40, 32, 32, 3) and crops.dtype == np.uint8
+    spread = crops.reshape(40, -1).max(1) - crops.reshape(40, -1).min(1)
+    assert (spread < 255).any()  # not min-max stretched like the grey digits patches

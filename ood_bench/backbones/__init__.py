@@ -7,6 +7,7 @@ job (``get_backbone``, the target of every ``conf/backbone/*.yaml``).
 
 from ood_bench.backbones.architectures import (
     ARCHITECTURES,
+    CifarCNN,
     DigitsCNN,
     LeNet,
     VGGSmall32,
@@ -27,6 +28,7 @@ from ood_bench.backbones.training import TrainConfig, model_accuracy, train_clas
 
 __all__ = [
     "ARCHITECTURES",
+    "CifarCNN",
     "Backbone",
     "DigitsCNN",
     "LeNet",

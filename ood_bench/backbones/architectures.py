@@ -107,6 +107,57 @@ class VGGSmall32(nn.Module):
         return self.head(self.pool(self.block3(self.block2(self.block1(x)))))
 
 
+class CifarCNN(nn.Module):
+    """Fast CNN for 32×32 inputs (CIFAR family) that trains on a 2-core CPU in minutes.
+
+    The layout of K. Jordan's *airbench* CIFAR-10 speed-run network, narrower: a 3×3 stem, then
+    three groups of (3×3 conv, 2×2 max-pool, batch norm, GELU, 3×3 conv, batch norm, GELU),
+    global max-pooling and a bias-free linear head. Pooling before the normalisation halves the
+    cost of each group's first layer. Taps: ``stem``, ``block1``–``block3``, ``pool``
+    (``widths[2]``-d penultimate).
+    """
+
+    taps = ("stem", "block1", "block2", "block3", "pool")
+    penultimate = "pool"
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        widths: tuple[int, int, int] | list[int] = (48, 96, 192),
+        stem: int = 24,
+    ):
+        """``widths``: channels of the three groups; ``stem``: channels of the first conv."""
+        super().__init__()
+        self.in_channels = in_channels
+        w1, w2, w3 = (int(w) for w in widths)
+
+        def group(cin: int, cout: int) -> nn.Sequential:
+            """conv → max-pool → BN → GELU → conv → BN → GELU (spatial size halved)."""
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.MaxPool2d(2),
+                nn.BatchNorm2d(cout),
+                nn.GELU(),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.GELU(),
+            )
+
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.GELU()
+        )
+        self.block1, self.block2, self.block3 = group(stem, w1), group(w1, w2), group(w2, w3)
+        self.pool = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.head = nn.Linear(w3, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of N×C×H×W images (C must be ``in_channels``)."""
+        _check_channels(x, self.in_channels, "CifarCNN")
+        x = self.block3(self.block2(self.block1(self.stem(x))))
+        return self.head(self.pool(x))
+
+
 def resnet18_32x32(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """ResNet-18 for 32×32 inputs (CIFAR stem: 3×3 conv, no max-pool), as in OpenOOD's
     ``resnet18_32x32``; taps are discovered (``relu``, ``layer1``–``layer4``, ``avgpool``)."""
@@ -146,6 +197,7 @@ ARCHITECTURES: dict[str, Any] = {
     "digits_cnn": DigitsCNN,
     "lenet": LeNet,
     "vgg_small_32x32": VGGSmall32,
+    "cifar_cnn": CifarCNN,
     "resnet18_32x32": resnet18_32x32,
 }
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ood_bench.atomic import atomic_torch_save, atomic_write_text, lock_unless_read_only
 from ood_bench.backbones.architectures import build_model, check_input_size
@@ -104,7 +104,7 @@ def trained_checkpoint_path(
         "arch": arch,
         "kwargs": _model_kwargs(benchmark, arch_kwargs),
         "train_data": benchmark.split("train").spec,
-        "train": vars(TrainConfig(**(train or {}))),
+        "train": TrainConfig(**(train or {})).identity(),
         "seed": seed,
     }
     return Path(cache_dir) / "checkpoints" / f"{arch}-{hash_obj(identity)[:16]}.pt", identity
@@ -249,6 +249,22 @@ def _load_or_train(
         return _train_and_save(model, benchmark, tcfg, seed, path, identity, device)
 
 
+IN_MEMORY_BYTES = 2 * 2**30
+
+
+def in_memory(ds: Dataset) -> Dataset:
+    """``ds`` preprocessed once into a TensorDataset when it fits in :data:`IN_MEMORY_BYTES`, so
+    epochs do not redo the per-image transforms; else ``ds`` itself. Same items, same order."""
+    x0, _ = ds[0]
+    if not isinstance(x0, torch.Tensor) or len(ds) * x0.numel() * 4 > IN_MEMORY_BYTES:
+        return ds
+    xs, ys = [], []
+    for x, y in DataLoader(ds, batch_size=1024):
+        xs.append(x)
+        ys.append(y)
+    return TensorDataset(torch.cat(xs), torch.cat(ys))
+
+
 def _read_card(meta_path: Path) -> dict[str, Any] | None:
     """The checkpoint's JSON card, or None (with a warning naming the file) when it cannot be
     read or parsed: the checkpoint is then retrained and the card rewritten. None, silently,
@@ -287,7 +303,10 @@ def _train_and_save(
     np.random.seed(seed)
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(
-        benchmark.split("train").dataset, batch_size=tcfg.batch_size, shuffle=True, generator=gen
+        in_memory(benchmark.split("train").dataset),
+        batch_size=tcfg.batch_size,
+        shuffle=True,
+        generator=gen,
     )
     log.info(
         "no checkpoint at %s: training %s on %s (%d images, %d epochs)",

@@ -25,18 +25,24 @@ SKIMAGE_PHOTOS = (
 )
 
 
-def sklearn_photos() -> list[np.ndarray]:
-    """The two photos shipped inside scikit-learn (china, flower), as grayscale float in [0, 1]."""
+def sklearn_photos(rgb: bool = False) -> list[np.ndarray]:
+    """The two photos shipped inside scikit-learn (china, flower), as float in [0, 1]:
+    grayscale (H×W), or H×W×3 with ``rgb``."""
     from sklearn.datasets import load_sample_images
 
-    return [_gray(img) for img in load_sample_images().images]
+    return [(_rgb if rgb else _gray)(img) for img in load_sample_images().images]
 
 
-def skimage_photos() -> list[np.ndarray]:
-    """scikit-image's bundled natural photos, grayscale float in [0, 1]."""
+def skimage_photos(rgb: bool = False, exclude: tuple[str, ...] = ()) -> list[np.ndarray]:
+    """scikit-image's bundled natural photos but ``exclude``, float in [0, 1]: grayscale, or
+    H×W×3 with ``rgb`` (grey photos repeated on the three channels)."""
     import skimage.data
 
-    return [_gray(getattr(skimage.data, name)()) for name in SKIMAGE_PHOTOS]
+    unknown = sorted(set(exclude) - set(SKIMAGE_PHOTOS))
+    if unknown:
+        raise ValueError(f"no scikit-image photo(s) {unknown}; photos: {list(SKIMAGE_PHOTOS)}")
+    names = [n for n in SKIMAGE_PHOTOS if n not in exclude]
+    return [(_rgb if rgb else _gray)(getattr(skimage.data, name)()) for name in names]
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -44,6 +50,16 @@ def _gray(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     if img.ndim == 3:
         img = rgb2gray(img[..., :3])
+    img = img.astype(np.float64)
+    if img.max() > 1.0:
+        img = img / 255.0
+    return img
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    """An image as H×W×3 float64 in [0, 1] (grey repeated, alpha dropped, 0–255 rescaled)."""
+    img = np.asarray(img)
+    img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
     img = img.astype(np.float64)
     if img.max() > 1.0:
         img = img / 255.0
@@ -58,25 +74,28 @@ def photo_patches(
     seed: int,
     min_crop: int = 16,
     max_crop: int = 96,
+    stretch: bool = True,
 ) -> np.ndarray:
     """``n`` random square crops (side in [min_crop, max_crop]) resized to ``size``×``size``.
 
     Each patch is min-max stretched to ``[0, vmax]`` and rounded, like the digits' integer
-    grey levels. Flat patches (no contrast) are redrawn. Returns ``n × size × size`` float32.
+    grey levels (``stretch=False`` keeps the photo's own levels, for colour sets whose ID
+    images are not stretched either). Flat patches (no contrast) are redrawn. Returns
+    ``n × size × size`` float32 (``n × size × size × 3`` for H×W×3 photos).
     """
     rng = np.random.default_rng(seed)
-    out = np.empty((n, size, size), dtype=np.float32)
+    out = np.empty((n, size, size, *photos[0].shape[2:]), dtype=np.float32)
     i = 0
     while i < n:
         img = photos[rng.integers(len(photos))]
-        side = int(rng.integers(min_crop, min(max_crop, *img.shape) + 1))
+        side = int(rng.integers(min_crop, min(max_crop, *img.shape[:2]) + 1))
         r = int(rng.integers(0, img.shape[0] - side + 1))
         c = int(rng.integers(0, img.shape[1] - side + 1))
         patch = resize(img[r : r + side, c : c + side], (size, size), anti_aliasing=True)
         lo, hi = patch.min(), patch.max()
         if hi - lo < 0.05:  # a flat patch carries no structure; draw another
             continue
-        out[i] = np.round((patch - lo) / (hi - lo) * vmax)
+        out[i] = np.round(((patch - lo) / (hi - lo) if stretch else patch) * vmax)
         i += 1
     return out
 

@@ -58,6 +58,34 @@ def noise_images(
     raise ConfigError(f"unknown noise {kind!r}; choose uniform or gaussian")
 
 
+def natural_photos(entry: dict[str, Any], raw_shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """``entry['n']`` uint8 crops of the natural photos inside scikit-learn and scikit-image
+    (offline), in the ID raw shape (H×W grey or H×W×3 colour); ``exclude`` names scikit-image
+    photos to leave out (e.g. ``chelsea``, a cat, for an ID set with a cat class). Colour crops
+    keep the photos' own levels; grey ones are min-max stretched like the digits' patches."""
+    from ood_bench.data import generated
+
+    rgb = len(raw_shape) == 3 and raw_shape[2] == 3
+    try:
+        photos = generated.sklearn_photos(rgb) + generated.skimage_photos(
+            rgb, tuple(entry.get("exclude") or ())
+        )
+    except ValueError as e:
+        raise ConfigError(f"OOD set {entry['name']}: {e}") from e
+    side = int(raw_shape[0])
+    crops = generated.photo_patches(
+        photos,
+        int(entry.get("n", 1000)),
+        side,
+        255,
+        seed,
+        min_crop=side // 2,
+        max_crop=3 * side,
+        stretch=not rgb,
+    )
+    return crops.astype(np.uint8).reshape(len(crops), *raw_shape)
+
+
 def _subsample(idx: np.ndarray, max_n: int | None, seed: int) -> np.ndarray:
     """At most ``max_n`` of the indices, drawn without replacement (seeded) and sorted."""
     if max_n is None or len(idx) <= max_n:
@@ -90,7 +118,8 @@ def build_image_benchmark(
     ``id_set``: a source (``dataset``/``imagefolder``/``npz``) and optional ``classes`` (the ID
     classes, relabelled 0..K-1 in that order). Each ``ood`` entry: ``name``, ``group``
     (near/far), then a source plus optional ``split`` (default test), ``classes`` and
-    ``max_samples``; or ``noise: uniform|gaussian`` with ``n``.
+    ``max_samples``; or ``noise: uniform|gaussian`` with ``n``; or ``photos: natural`` with
+    ``n`` (crops of the photos inside scikit-learn and scikit-image, optional ``exclude``).
     """
     root = resolve_data_root(data_root, f"benchmark {name}")
     pre = Preprocess.from_cfg(preprocess)
@@ -184,7 +213,12 @@ def _ood_set(
     filtered by ``classes`` and capped at ``max_samples``; labels are -1."""
     name, group = entry["name"], entry["group"]
     spec = {"ood": {k: v for k, v in entry.items() if k != "group"}, "seed": seed}
-    if "noise" in entry:
+    if "photos" in entry:
+        data = natural_photos(entry, raw_shape, seed)
+        ds = ArraySet(data, np.full(len(data), -1))
+        spec["fp"] = "generated"
+        idx = np.arange(len(data))
+    elif "noise" in entry:
         n = int(entry.get("n", 1000))
         mean, std = float(entry.get("pixel_mean", 127.5)), float(entry.get("pixel_std", 73.9))
         data = noise_images(entry["noise"], n, raw_shape, mean, std, seed)
