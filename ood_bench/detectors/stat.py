@@ -41,6 +41,9 @@ from ood_bench.pvalues import (
 log = logging.getLogger(__name__)
 
 STATISTICS = ("channel", "euclidean", "mahalanobis", "cosine", "knn")
+# Output-layer statistics on the logits, higher = more OOD: the negative free energy
+# (-logsumexp, Liu et al. 2020) and the negative maximum logit (Hendrycks et al. 2022).
+OUTPUT_TESTS = ("energy", "maxlogit")
 P_FLOOR = 1e-300  # keeps -log(p) finite
 MIN_CLASS_REF = 20  # fewer fit samples predicted as a class: that class uses the pooled reference
 
@@ -90,7 +93,14 @@ class _LayerTest:
     def _distance(self, z: np.ndarray, pred: np.ndarray, exclude_self: bool = False) -> np.ndarray:
         """Each sample's distance to the ID reference: to its predicted class's mean (euclidean,
         cosine, mahalanobis) or to its k-th nearest normalised fit feature (knn;
-        ``exclude_self`` skips the sample itself)."""
+        ``exclude_self`` skips the sample itself); for an output test on the logits, the
+        energy or the negative maximum logit."""
+        if self.statistic == "energy":
+            from scipy.special import logsumexp
+
+            return -logsumexp(z, axis=1)
+        if self.statistic == "maxlogit":
+            return -z.max(axis=1)
         if self.statistic == "euclidean":
             return np.linalg.norm(z - self.means[pred], axis=1)
         if self.statistic == "cosine":
@@ -123,7 +133,7 @@ class _LayerTest:
             zn = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
             self.nn = NearestNeighbors(n_neighbors=self.k + 1).fit(zn)
             self.zn_bytes = zn.nbytes
-        else:
+        elif self.statistic not in OUTPUT_TESTS:
             # class means of the predicted classes (DROOD): the test side has no labels either
             self.means = np.stack(
                 [
@@ -181,8 +191,11 @@ class StatDetector(Detector):
     :data:`STATISTICS`), ``tail`` (channel-wise test: ``right``/``left``/``two-sided``), ``within``
     (combination inside a layer), ``across`` (between layers) and ``across_mode``
     (``at_once``/``successive``), ``layers`` (tap names; ``None`` = all discovered taps),
-    ``include_logits``, ``calibrate`` (conformal step on ``calib``; only switch off to show why it
-    is needed), ``class_conditional`` (Mondrian calibration per predicted class),
+    ``include_logits`` (the logits as one more layer, tested with ``statistic``),
+    ``output_test`` (``energy``/``maxlogit``: one more p-value from an output-layer statistic of
+    the logits, right tail against the fit samples'), ``calibrate`` (conformal step on
+    ``calib``; only switch off to show why it is needed), ``class_conditional`` (Mondrian
+    calibration per predicted class),
     ``correction`` (``None``/``simes``/``dkw``, calibration-conditional, with ``delta``), ``k``
     (k-NN), ``alpha`` (the default decision level).
     """
@@ -200,6 +213,7 @@ class StatDetector(Detector):
         across_mode: Literal["at_once", "successive"] = "at_once",
         layers: list[str] | None = None,
         include_logits: bool = False,
+        output_test: str | None = None,
         calibrate: bool = True,
         class_conditional: bool = False,
         correction: str | None = None,
@@ -219,6 +233,7 @@ class StatDetector(Detector):
             "across_mode": (across_mode, ("at_once", "successive")),
             "correction": (correction, (None, "simes", "dkw")),
             "reference": (reference, ("pooled", "class")),
+            "output_test": (output_test, (None, *OUTPUT_TESTS)),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
@@ -232,6 +247,7 @@ class StatDetector(Detector):
             "across_mode": across_mode,
             "layers": list(layers) if layers else None,
             "include_logits": include_logits,
+            "output_test": output_test,
             "calibrate": calibrate,
             "class_conditional": class_conditional,
             "correction": correction,
@@ -264,6 +280,11 @@ class StatDetector(Detector):
             test = _LayerTest(c["statistic"], c["tail"], c["within"], c["k"], c["reference"])
             test.fit(_get(fit, key), pred, self.num_classes)
             self.tests.append(test)
+        if c["output_test"]:  # one more column: the output layer's own statistic
+            test = _LayerTest(c["output_test"], "right", c["within"], c["k"])
+            test.fit(_get(fit, "logits"), pred, self.num_classes)
+            self.keys.append("logits")
+            self.tests.append(test)
         if c["across_mode"] == "successive":
             # reference of the running statistic at each step, from the fit samples themselves
             self.step_refs: list[EmpiricalReference] = []
@@ -275,7 +296,12 @@ class StatDetector(Detector):
                 self.step_refs.append(ref)
                 running = np.clip(ref.pvalues(t, "right"), P_FLOOR, 1 - 1 / (ref.n + 1))
         log.info(
-            "%s: %d layer tests on %s (%s)", self.name, len(self.keys), self.keys, c["statistic"]
+            "%s: %d layer tests on %s (%s%s)",
+            self.name,
+            len(self.keys),
+            self.keys,
+            c["statistic"],
+            f"; output test {c['output_test']} on logits" if c["output_test"] else "",
         )
         return self
 
