@@ -17,10 +17,12 @@ from ood_bench.backbones.architectures import (
 )
 from ood_bench.backbones.checkpoints import (
     Backbone,
+    checkpoint_card,
     get_backbone,
     known_sha256,
     load_state,
     trained_checkpoint_path,
+    trained_on,
 )
 from ood_bench.backbones.taps import discover_taps, find_taps
 from ood_bench.backbones.training import TrainConfig, model_accuracy, train_classifier
@@ -34,6 +36,7 @@ __all__ = [
     "VGGSmall32",
     "build_model",
     "check_input_size",
+    "checkpoint_card",
     "discover_taps",
     "find_taps",
     "get_backbone",
@@ -44,4 +47,5 @@ __all__ = [
     "torchvision_model",
     "train_classifier",
     "trained_checkpoint_path",
+    "trained_on",
 ]
