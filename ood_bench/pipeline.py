@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ood_bench.backbones import Backbone, trained_on
 from ood_bench.config import build
 from ood_bench.corruptions import CorruptionConfig, apply_corruption, attack_ood
-from ood_bench.data.base import CALIB_SOURCES, Benchmark
+from ood_bench.data.base import CALIB_SOURCES, Benchmark, calib_test_fraction
 from ood_bench.data.root import resolve_data_root
 from ood_bench.errors import ConfigError
 from ood_bench.features import FeatureExtractor, Features
@@ -73,7 +73,12 @@ def build_benchmark(cfg: DictConfig) -> Benchmark:
 
 def calib_source_of(cfg: DictConfig) -> str:
     """The job's ``calib_source`` setting (auto, train or test); anything else names the fix."""
-    value = cfg.get("calib_source", "auto")
+    return check_calib_source(cfg.get("calib_source", "auto"))
+
+
+def check_calib_source(value: object) -> str:
+    """``value`` when it is a ``calib_source`` (auto, train, test), else a ConfigError naming the
+    fix."""
     if value not in CALIB_SOURCES:
         raise ConfigError(
             f"calib_source={value!r} is not one of {', '.join(CALIB_SOURCES)}. Fix: "
@@ -98,6 +103,7 @@ def choose_calib(
     (:func:`~ood_bench.backbones.trained_on`). ``test`` re-cuts ``calib`` from ID ``test``
     (``size``: :meth:`~ood_bench.data.base.Benchmark.calib_from_test`), which no backbone of this
     benchmark trains on. ``auto``: ``train`` when it is held out, else ``test``."""
+    source = check_calib_source(source)
     held_out = trained_on(backbone, bench.split("train"))
     resolved = source if source != "auto" else ("train" if held_out else "test")
     why = (
@@ -138,6 +144,8 @@ def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
     seed_everything(int(cfg.seed))
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     bench = build_benchmark(cfg) if bench is None else bench
+    if source != "train" and cfg.get("calib_test_size") is not None:  # fail before training
+        calib_test_fraction(cfg.calib_test_size, len(bench.split("test")))
     corruption = (
         CorruptionConfig(**OmegaConf.to_container(cfg.corruption, resolve=True))
         if cfg.get("corruption")

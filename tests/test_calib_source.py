@@ -199,9 +199,34 @@ def test_calib_source_is_in_every_job_config_and_its_hash():
     assert len(hashes) == 2
 
 
-def test_a_bad_calib_source_names_the_fix():
+def test_novelty_pool_is_the_id_test_split_with_test_calib(cache_dir):
+    """The novelty job pools calib ∪ test and redraws it per trial: with calib from test, the
+    pool is exactly the ID test split, and no image of it is counted twice."""
+    from ood_bench.pipeline import prepare
+
+    over = ["benchmark=digits_open", FAST_TRAIN, f"cache_dir={cache_dir}", "calib_source=test"]
+    prep = prepare(compose(over, config_name="novelty"))
+    assert prep.calib_source == "test"
+    full = build_digits(name="digits_open", id_classes=[0, 1, 2, 3, 4, 5], seed=0)
+    assert len(prep.calib) + len(prep.test) == len(full.split("test"))
+    pool = np.concatenate([prep.bench.split(s).dataset.indices for s in ("calib", "test")])
+    assert len(np.unique(pool)) == len(pool)
+
+
+def test_a_bad_calib_source_names_the_fix(digits_bench, digits_backbone):
     with pytest.raises(ConfigError, match="Fix: calib_source=auto"):
         calib_source_of(compose(["calib_source=held_out"]))
+    with pytest.raises(ConfigError, match="Fix: calib_source=auto"):
+        choose_calib(digits_bench, digits_backbone, "Test")
+
+
+def test_a_bad_calib_test_size_fails_before_the_backbone_trains(tmp_path):
+    from ood_bench.pipeline import prepare
+
+    cfg = compose([f"cache_dir={tmp_path}", "calib_test_size=5000"])
+    with pytest.raises(ConfigError, match="Fix: calib_test_size="):
+        prepare(cfg)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("source", ["auto", "test"])
