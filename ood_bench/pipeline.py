@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ood_bench.backbones import Backbone
+from ood_bench.backbones import Backbone, trained_on
 from ood_bench.config import build
 from ood_bench.corruptions import CorruptionConfig, apply_corruption, attack_ood
-from ood_bench.data.base import Benchmark
+from ood_bench.data.base import CALIB_SOURCES, Benchmark, calib_test_fraction
 from ood_bench.data.root import resolve_data_root
 from ood_bench.errors import ConfigError
 from ood_bench.features import FeatureExtractor, Features
@@ -43,6 +43,7 @@ class Prepared:
     calib: Features
     test: Features
     ood: dict[str, Features]
+    calib_source: str = "train"  # where calib came from: train (the benchmark's) or test
 
 
 def ood_set_names(value: object, bench: Benchmark) -> list[str] | None:
@@ -70,19 +71,89 @@ def build_benchmark(cfg: DictConfig) -> Benchmark:
     return bench.select_ood(ood_set_names(cfg.get("ood_sets"), bench))
 
 
+def calib_source_of(cfg: DictConfig) -> str:
+    """The job's ``calib_source`` setting (auto, train or test); anything else names the fix."""
+    return check_calib_source(cfg.get("calib_source", "auto"))
+
+
+def check_calib_source(value: object) -> str:
+    """``value`` when it is a ``calib_source`` (auto, train, test), else a ConfigError naming the
+    fix."""
+    if value not in CALIB_SOURCES:
+        raise ConfigError(
+            f"calib_source={value!r} is not one of {', '.join(CALIB_SOURCES)}. Fix: "
+            "calib_source=auto (the default: the benchmark's calib split when the harness trained "
+            "the backbone on its train split, else held-out ID test images), or force train or "
+            "test (docs/statistical-detector.md#calibration-data)."
+        )
+    return str(value)
+
+
+def choose_calib(
+    bench: Benchmark,
+    backbone: Backbone,
+    source: str = "auto",
+    size: float | int | None = None,
+) -> tuple[Benchmark, str]:
+    """The benchmark with its calibration data taken from where ``source`` says, and that place
+    (``train`` or ``test``).
+
+    ``train`` keeps the benchmark's ``calib`` split, cut from the ID data the harness trains on:
+    held out only when the backbone was trained by the harness on this very ``train`` split
+    (:func:`~ood_bench.backbones.trained_on`). ``test`` re-cuts ``calib`` from ID ``test``
+    (``size``: :meth:`~ood_bench.data.base.Benchmark.calib_from_test`), which no backbone of this
+    benchmark trains on. ``auto``: ``train`` when it is held out, else ``test``."""
+    source = check_calib_source(source)
+    held_out = trained_on(backbone, bench.split("train"))
+    resolved = source if source != "auto" else ("train" if held_out else "test")
+    why = (
+        "backbone trained by the harness on the rest of this split"
+        if held_out
+        else "backbone not trained by the harness on this split"
+    )
+    if resolved == "test":
+        bench = bench.calib_from_test(size)
+        log.info(
+            "calib: %d held-out ID test images (%s); ID test: the other %d",
+            len(bench.split("calib")),
+            why if source == "auto" else "calib_source=test",
+            len(bench.split("test")),
+        )
+    elif held_out:
+        log.info(
+            "calib: %d images of the benchmark's calib split (%s)", len(bench.split("calib")), why
+        )
+    else:
+        log.warning(
+            "calib: %d images of the benchmark's calib split (calib_source=train), but backbone "
+            "%s was not trained by the harness on this benchmark's train split: its training "
+            "data may hold these images, so the conformal guarantee P(p <= alpha) <= alpha does "
+            "not hold. Fix: calib_source=auto or calib_source=test",
+            len(bench.split("calib")),
+            backbone.name,
+        )
+    return bench, resolved
+
+
 def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
-    """Benchmark → backbone (trained if missing) → features of every split and OOD set (cached).
+    """Benchmark → backbone (trained if missing) → calibration data (:func:`choose_calib`) →
+    features of every split and OOD set (cached).
 
     ``bench``: the job's benchmark when already built (:func:`build_benchmark`)."""
+    source = calib_source_of(cfg)
     seed_everything(int(cfg.seed))
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     bench = build_benchmark(cfg) if bench is None else bench
+    if source != "train" and cfg.get("calib_test_size") is not None:  # fail before training
+        calib_test_fraction(cfg.calib_test_size, len(bench.split("test")))
     corruption = (
         CorruptionConfig(**OmegaConf.to_container(cfg.corruption, resolve=True))
         if cfg.get("corruption")
         else CorruptionConfig()
     )
     backbone = build(cfg.backbone, "backbone", benchmark=bench, cache_dir=str(cache_dir))
+    # after the backbone (what trained it decides), before corruption (calib stays clean)
+    bench, calib_source = choose_calib(bench, backbone, source, cfg.get("calib_test_size"))
     bench = apply_corruption(bench, corruption)  # after the backbone: it trains on clean data
     bench = attack_ood(bench, backbone.model, corruption, str(cfg.device))
     extractor = FeatureExtractor(
@@ -103,4 +174,4 @@ def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
             extractor.cache_misses,
             extractor.cache_hits,
         )
-    return Prepared(bench, backbone, extractor, fit_f, calib_f, test_f, ood_f)
+    return Prepared(bench, backbone, extractor, fit_f, calib_f, test_f, ood_f, calib_source)

@@ -32,7 +32,12 @@ JOB_COLUMNS = [
     "seed",
     "corruption",
     "severity",
+    "calib_source",
 ]
+# columns added after the first schema → the value a CSV written before them implies
+LEGACY_DEFAULTS: dict[str, str] = {
+    "calib_source": "train",  # calib was always the benchmark's own split, cut from ID train
+}
 # what the row measures
 VALUE_COLUMNS = ["ood_dataset", "ood_group", "metric", "value", "n_id", "n_ood"]
 ENV_COLUMNS = [
@@ -114,8 +119,9 @@ def make_row(
 
 
 def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Rows → a frame with exactly :data:`COLUMNS`, sorted deterministically."""
-    df = pd.DataFrame(list(rows))
+    """Rows → a frame with exactly :data:`COLUMNS`, sorted deterministically (a column of
+    :data:`LEGACY_DEFAULTS` the rows lack takes its legacy value)."""
+    df = with_legacy_columns(pd.DataFrame(list(rows)))
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"result rows lack columns {missing}")
@@ -125,6 +131,20 @@ def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for c in set(COLUMNS) - set(NUMERIC):
         df[c] = df[c].fillna("").astype(str)
     return df.sort_values(SORT_BY, kind="stable").reset_index(drop=True)
+
+
+def with_legacy_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every column of :data:`LEGACY_DEFAULTS` it lacks, set to its legacy value on
+    successful rows (a failed row's is empty): CSVs from before a column existed stay readable."""
+    missing = [c for c in LEGACY_DEFAULTS if c not in df.columns]
+    if not missing or df.empty:
+        return df
+    df = df.copy()
+    ok = df["status"].eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
+    for c in missing:
+        df[c] = ""
+        df.loc[ok, c] = LEGACY_DEFAULTS[c]
+    return df
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
@@ -157,6 +177,7 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
             df = pd.read_csv(f, dtype=str, keep_default_na=False)
         except pd.errors.EmptyDataError as e:
             raise DataError(f"{f} is empty: {NO_ROWS_FIX}") from e
+        df = with_legacy_columns(df)
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise DataError(

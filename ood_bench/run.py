@@ -34,7 +34,11 @@ def evaluate(
     prep = prepare(cfg, bench)
     bench, extractor = prep.bench, prep.extractor
     fit_f, calib_f, test_f, ood_f = prep.fit, prep.calib, prep.test, prep.ood
-    job.update(id_dataset=bench.id_name, backbone_sha256=prep.backbone.sha256)
+    job.update(
+        id_dataset=bench.id_name,
+        backbone_sha256=prep.backbone.sha256,
+        calib_source=prep.calib_source,
+    )
 
     seed_everything(seed_of(cfg))
     detector = build(cfg.detector, "detector")

@@ -200,7 +200,11 @@ def evaluate(
     """Prepared features → detector → novelty method → scenarios → rows, trials, samples."""
     prep = prepare(cfg, bench)
     bench = prep.bench
-    job.update(id_dataset=bench.id_name, backbone_sha256=prep.backbone.sha256)
+    job.update(
+        id_dataset=bench.id_name,
+        backbone_sha256=prep.backbone.sha256,
+        calib_source=prep.calib_source,
+    )
     seed_everything(int(cfg.seed))
     detector = build(cfg.detector, "detector")
     job["library"] = detector.library

@@ -56,6 +56,8 @@ def test_train_backbone_script_card_and_reuse(tmp_path):
     assert df["backbone_sha256"].iloc[0] == card["sha256"] and (df["status"] == "ok").all()
     acc = df.loc[df["metric"] == "id_acc", "value"].iloc[0]
     assert abs(acc - card["id_test_acc"]) < 1e-9
+    # the script's card records the split it trained on: calib_source=auto keeps that split's calib
+    assert (df["calib_source"] == "train").all()
 
 
 def test_train_config_identity_keeps_old_checkpoint_names():

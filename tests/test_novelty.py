@@ -261,6 +261,7 @@ def test_run_novelty_writes_tidy_rows_and_the_report(open_prep, open_overrides, 
     df = read_results(out / "metrics.csv")
     assert (df["status"] == "ok").all()
     assert set(df["detector"]) == {"stat_maha_cauchy+hdbscan"}
+    assert (df["calib_source"] == "train").all()  # the harness trained this digits_cnn
     emitted = set(df["metric"])
     undocumented = emitted - set(METRICS) - set(nv.NOVELTY_METRICS)
     assert not undocumented, f"metrics without an entry: {undocumented}"

@@ -18,10 +18,12 @@ from ood_bench.backbones.architectures import (
 )
 from ood_bench.backbones.checkpoints import (
     Backbone,
+    checkpoint_card,
     get_backbone,
     known_sha256,
     load_state,
     trained_checkpoint_path,
+    trained_on,
 )
 from ood_bench.backbones.taps import discover_taps, find_taps
 from ood_bench.backbones.training import TrainConfig, model_accuracy, train_classifier
@@ -36,6 +38,7 @@ __all__ = [
     "VGGSmall32",
     "build_model",
     "check_input_size",
+    "checkpoint_card",
     "discover_taps",
     "find_taps",
     "get_backbone",
@@ -46,4 +49,5 @@ __all__ = [
     "torchvision_model",
     "train_classifier",
     "trained_checkpoint_path",
+    "trained_on",
 ]

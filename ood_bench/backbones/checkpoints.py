@@ -20,7 +20,7 @@ from ood_bench.atomic import atomic_torch_save, atomic_write_text, lock_unless_r
 from ood_bench.backbones.architectures import build_model, check_input_size
 from ood_bench.backbones.taps import find_taps
 from ood_bench.backbones.training import TrainConfig, model_accuracy, train_classifier
-from ood_bench.data.base import Benchmark
+from ood_bench.data.base import Benchmark, ImageSet
 from ood_bench.errors import CheckpointError
 from ood_bench.hashing import hash_obj, sha256_file
 
@@ -157,6 +157,11 @@ def get_backbone(
     weights either way. ``taps``/``penultimate`` override the architecture's own (or discovered)
     ones; a penultimate of ``input:<module>`` reads the input of that module (e.g.
     ``input:heads``). The ID accuracy is measured once, after training, never on every load.
+
+    ``info["train_data"]`` is the spec of the split the weights were trained on, when the harness
+    knows it: always for a self-trained checkpoint, and for a ``checkpoint`` file only when a
+    harness card (``<file>.json`` of the cache or of ``scripts/train_backbone.py``) with the
+    file's sha256 lies beside it (:func:`trained_on`).
     """
     kwargs = _model_kwargs(benchmark, arch_kwargs)
     torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on prior RNG use
@@ -179,11 +184,13 @@ def get_backbone(
                 "file or update backbone.sha256."
             )
         load_state(model, path, arch)
+        info = checkpoint_card(path, digest)
     else:
         path, identity = trained_checkpoint_path(
             arch, benchmark, cache_dir, seed, train, arch_kwargs
         )
         info = _load_or_train(model, benchmark, tcfg, seed, path, identity, device)
+        info = {**info, "train_data": identity["train_data"]}  # what calib_source=auto reads
         digest = info["sha256"]
         if sha256 and digest != sha256:
             raise CheckpointError(
@@ -211,6 +218,42 @@ def get_backbone(
     return Backbone(
         name or arch, model, digest, path, list(taps or found_taps), penultimate or found_pen, info
     )
+
+
+def checkpoint_card(path: Path, digest: str) -> dict[str, Any]:
+    """What the harness card beside a ``checkpoint`` file says about its training data:
+    ``{"train_data": spec, "card": path}`` when ``<file>.json`` was written by the harness (the
+    cache's card or ``scripts/train_backbone.py``'s) for these very weights, else ``{}``."""
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        return {}
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        card = None
+    if not isinstance(card, dict) or card.get("sha256") != digest:
+        log.info(
+            "%s does not describe checkpoint %s (unreadable, or another sha256): its training "
+            "data are unknown",
+            card_path,
+            path.name,
+        )
+        return {}
+    identity = card.get("identity")
+    train_data = card.get("train_data") or (identity or {}).get("train_data")
+    return {"train_data": train_data, "card": str(card_path)} if train_data else {}
+
+
+def trained_on(backbone: Backbone, data: ImageSet) -> bool:
+    """Whether the backbone's recorded training data (``info["train_data"]``) are exactly the set
+    ``data``: same benchmark, split, seed, fractions and content fingerprint."""
+    train_data = backbone.info.get("train_data")
+    if not isinstance(train_data, dict):
+        return False
+    try:
+        return hash_obj(train_data) == hash_obj(data.spec)
+    except TypeError:  # a card holding something a spec never does
+        return False
 
 
 def _load_or_train(

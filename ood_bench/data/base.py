@@ -7,13 +7,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ood_bench.errors import ConfigError
 from ood_bench.hashing import hash_arrays
 
 ID_SPLITS = ("train", "fit", "calib", "test")
 OOD_GROUPS = ("near", "far")
+# where the conformal calibration data come from (see Benchmark.calib_from_test)
+CALIB_SOURCES = ("auto", "train", "test")
+# the fraction of ID test that becomes calib when a benchmark names none (info calib_test_fraction)
+DEFAULT_CALIB_TEST_FRACTION = 0.1
 
 
 @dataclass
@@ -32,6 +36,36 @@ class ImageSet:
     def __len__(self) -> int:
         """Number of images."""
         return len(self.dataset)  # type: ignore[arg-type]
+
+    def labels(self) -> np.ndarray:
+        """The class label of every image, read without decoding images where possible."""
+        return dataset_labels(self.dataset)
+
+    def subset(self, idx: np.ndarray, name: str, spec: dict[str, Any]) -> ImageSet:
+        """The images at positions ``idx``, called ``name``; the spec is this set's, updated with
+        ``spec``, the new name and size, and a hash of ``idx`` (a distinct cache key)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        full = {
+            **self.spec,
+            **spec,
+            "name": name,
+            "n": len(idx),
+            "subset_of": self.spec.get("name", self.name),
+            "subset_indices": hash_arrays(idx)[:16],
+        }
+        return ImageSet(name, Subset(self.dataset, idx.tolist()), full, self.group)
+
+
+def dataset_labels(ds: Dataset) -> np.ndarray:
+    """Labels of an ID set's dataset: its ``labels`` array, a TensorDataset's second tensor, a
+    Subset's through its parent, else by reading every sample (slow for image files)."""
+    if isinstance(ds, Subset):
+        return dataset_labels(ds.dataset)[np.asarray(ds.indices, dtype=np.int64)]
+    if isinstance(ds, TensorDataset) and len(ds.tensors) > 1:
+        return ds.tensors[1].numpy().astype(np.int64)
+    if hasattr(ds, "labels"):
+        return np.asarray(ds.labels, dtype=np.int64)
+    return np.asarray([int(ds[i][1]) for i in range(len(ds))], dtype=np.int64)  # type: ignore[arg-type]
 
 
 def tensor_set(
@@ -104,6 +138,43 @@ class Benchmark:
             names = [names]
         return replace(self, ood=[self.ood_set(n) for n in names])
 
+    def calib_from_test(
+        self, size: float | int | None = None, seed: int | None = None
+    ) -> Benchmark:
+        """A copy whose ``calib`` is a stratified, seeded part of ID ``test`` and whose ``test`` is
+        the rest (``calib`` ∩ ``test`` = ∅): calibration data no backbone trained on this
+        benchmark's train split can have seen, whatever trained it.
+
+        ``size``: a fraction of test (0 < size < 1) or a number of images (an integer ≥ 1);
+        None takes the benchmark's ``info["calib_test_fraction"]`` (image benchmarks: their
+        ``calib_fraction``; digits: calib / (calib + test) of their fractions). ``seed``: the
+        benchmark's seed by default. Both sets get specs of their own (new cache keys)."""
+        test = self.split("test")
+        n = len(test)
+        size = (
+            self.info.get("calib_test_fraction", DEFAULT_CALIB_TEST_FRACTION)
+            if size is None
+            else size
+        )
+        fraction = calib_test_fraction(size, n)
+        seed = int(self.info.get("seed", 0) if seed is None else seed)
+        parts = stratified_split(
+            test.labels(), {"calib": fraction, "test": 1 - fraction}, seed + CALIB_SEED_OFFSET
+        )
+        if len(parts["calib"]) == 0 or len(parts["test"]) == 0:
+            raise ConfigError(
+                f"calib_test_size={size!r} leaves {len(parts['calib'])} calib and "
+                f"{len(parts['test'])} test images of {self.name!r}'s {n} ID test images. Fix: "
+                "a fraction strictly between 0 and 1, or a count smaller than the test split."
+            )
+        cut = {"calib_source": "test", "calib_test_fraction": fraction, "calib_seed": seed}
+        stem = test.name.removesuffix("test").removesuffix("_") or self.name
+        splits = dict(self.splits)
+        splits["calib"] = test.subset(parts["calib"], f"{stem}_calib", {**cut, "split": "calib"})
+        splits["test"] = test.subset(parts["test"], test.name, {**cut, "split": "test"})
+        info = {**self.info, "calib_source": "test", "calib_test_fraction": fraction}
+        return replace(self, splits=splits, info=info)
+
     def describe(self) -> str:
         """One log line: ID dataset, classes, input shape, split and OOD set sizes."""
         parts = [f"{k}={len(v)}" for k, v in self.splits.items()]
@@ -113,6 +184,28 @@ class Benchmark:
             f"{self.in_channels}×{self.image_size[0]}×{self.image_size[1]}) "
             f"{' '.join(parts)}; OOD {' '.join(ood)}"
         )
+
+
+CALIB_SEED_OFFSET = 7_919  # the test → calib cut draws its own stream, apart from the others
+
+
+def calib_test_fraction(size: float | int, n: int) -> float:
+    """``calib_test_size`` as a fraction of ``n`` test images: a fraction 0 < size < 1 as is, an
+    integer count ≥ 1 divided by ``n``; anything else is a ConfigError naming the fix."""
+    fix = (
+        "Fix: calib_test_size=<fraction between 0 and 1> (e.g. 0.1) or =<number of images> "
+        f"(fewer than the {n} test images), or null for the benchmark's default."
+    )
+    if isinstance(size, bool) or not isinstance(size, (int, float)):
+        raise ConfigError(f"calib_test_size={size!r} is not a number. {fix}")
+    if 0 < size < 1:
+        return float(size)
+    if size >= 1 and float(size).is_integer() and size < n:
+        return float(size) / n
+    raise ConfigError(
+        f"calib_test_size={size!r} is neither a fraction in (0, 1) nor a count "
+        f"of images below {n}. {fix}"
+    )
 
 
 def stratified_split(

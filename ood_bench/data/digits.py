@@ -8,7 +8,13 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from ood_bench.data import generated
-from ood_bench.data.base import Benchmark, ImageSet, stratified_split, tensor_set
+from ood_bench.data.base import (
+    DEFAULT_CALIB_TEST_FRACTION,
+    Benchmark,
+    ImageSet,
+    stratified_split,
+    tensor_set,
+)
 from ood_bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -21,6 +27,15 @@ DATA_VERSION = 1  # bump when the generation below changes: it invalidates cache
 def _to_input(images: np.ndarray) -> np.ndarray:
     """N×8×8 grey levels in [0, 16] → N×1×8×8 float32 in [0, 1] (the network's input)."""
     return (images / VMAX).astype(np.float32)[:, None]
+
+
+def calib_share(fractions: dict[str, float]) -> float:
+    """calib / (calib + test) of the split fractions (0.375 for the default 0.15 / 0.25): the
+    share of ``test`` that becomes ``calib`` when calibration data must come from test."""
+    calib, test = float(fractions["calib"]), float(fractions["test"])
+    return (
+        round(calib / (calib + test), 12) if calib > 0 and test > 0 else DEFAULT_CALIB_TEST_FRACTION
+    )
 
 
 def build_digits(
@@ -129,7 +144,8 @@ def build_digits(
         image_size=(8, 8),
         splits=splits,
         ood=ood,
-        info={"seed": seed},
+        # calib_source=test cuts calib from test keeping the fractions' calib : test proportion
+        info={"seed": seed, "calib_test_fraction": calib_share(fractions)},
     )
     log.info("built benchmark %s", bench.describe())
     return bench

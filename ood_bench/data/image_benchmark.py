@@ -2,9 +2,11 @@
 
 ID: the ``train`` split of the ID dataset is cut (stratified, seeded) into the backbone's
 ``train`` and the held-out ``calib``; ``test`` is the dataset's test split; ``fit`` is ``train``
-(optionally capped at ``fit_max`` samples). OOD sets are listed with a name, a group (near/far)
-and a source; only the selected ones (``ood_sets=[...]``) are loaded, so a preset runs on a
-machine that lacks some of its sets.
+(optionally capped at ``fit_max`` samples). When the backbone was not trained by the harness on
+that ``train`` split, the job re-cuts ``calib`` from ``test`` instead (``calib_source``, see
+:meth:`~ood_bench.data.base.Benchmark.calib_from_test`): ``calib_fraction`` of test by default.
+OOD sets are listed with a name, a group (near/far) and a source; only the selected ones
+(``ood_sets=[...]``) are loaded, so a preset runs on a machine that lacks some of its sets.
 """
 
 from __future__ import annotations
@@ -200,7 +202,13 @@ def build_image_benchmark(
         image_size=pre.size or tuple(raw_shape[:2]),
         splits=splits,
         ood=ood_out,
-        info={"seed": seed, "root": str(root), "ood_available": known, "preprocess": pre.spec()},
+        info={
+            "seed": seed,
+            "root": str(root),
+            "ood_available": known,
+            "preprocess": pre.spec(),
+            "calib_test_fraction": calib_fraction,  # calib_source=test: the same share of test
+        },
     )
     log.info("built benchmark %s", bench.describe())
     return bench
