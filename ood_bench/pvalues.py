@@ -8,6 +8,8 @@
   hand, those scipy lacks (Simes, Bonferroni, Cauchy/ACAT, harmonic mean p-value).
 - Benjamini–Hochberg over a batch (:func:`benjamini_hochberg`).
 - The calibration-conditional correction of conformal p-values (:func:`calibration_conditional`).
+- The smallest p-value n calibration scores can give (:func:`smallest_pvalue`) and the
+  calibration size a level needs (:func:`min_calib_size`).
 
 Every function is vectorised with numpy; scipy does the work wherever it has the method.
 
@@ -42,6 +44,8 @@ __all__ = [
     "combine_pvalues",
     "conformal_pvalues",
     "empirical_pvalues",
+    "min_calib_size",
+    "smallest_pvalue",
 ]
 
 Tail = Literal["right", "left", "two-sided"]
@@ -332,3 +336,48 @@ def calibration_conditional(
     idx = np.clip(idx, 1, n + 1).astype(np.int64)
     out = np.maximum(b[idx - 1], p)
     return np.where(nan, np.nan, out)
+
+
+def smallest_pvalue(
+    n_calib: int, correction: Literal["simes", "dkw"] | None = None, delta: float = 0.1
+) -> float:
+    """The smallest conformal p-value ``n_calib`` calibration scores can give (p_min).
+
+    A score above every calibration score gets 1/(n+1), the bottom of the conformal grid; with a
+    ``correction`` (``simes``/``dkw``) that value passed through :func:`calibration_conditional`
+    (for ``simes``: max(1/(n+1), 1 − delta^(1/k)), k = max(1, n//2)). No calibration score: 1
+    (nothing can be rejected). A level alpha < p_min can never reject.
+    """
+    if int(n_calib) != n_calib or n_calib < 0:
+        raise ValueError(f"n_calib must be a non-negative integer, got {n_calib}")
+    n = int(n_calib)
+    if n == 0:
+        return 1.0
+    p = 1.0 / (n + 1)
+    if correction:
+        p = float(calibration_conditional(np.array([p]), n, delta, correction)[0])
+    return p
+
+
+def min_calib_size(
+    alpha: float, correction: Literal["simes", "dkw"] | None = None, delta: float = 0.1
+) -> int:
+    """The smallest calibration size n whose :func:`smallest_pvalue` is <= ``alpha``.
+
+    Plainly n = ceil(1/alpha) − 1 (1/(n+1) <= alpha); with a correction, found by an exponential
+    then a binary search (p_min does not increase with n).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+
+    def ok(n: int) -> bool:
+        return smallest_pvalue(n, correction, delta) <= alpha
+
+    hi = 1
+    while not ok(hi):
+        hi *= 2
+    lo = hi // 2  # ok(lo) is False (or lo = 0, which never reaches alpha < 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi

@@ -90,12 +90,19 @@ METRICS: dict[str, str] = {
     "tuned_on_ood": "1 when the detector tuned hyperparameters on OOD data (ood_dataset = that "
     "set, ood_group = validation; it is left out of the evaluation)",
     "reference_mb": "memory of a statistical detector's fitted references + calibration, MiB",
+    "p_min": "smallest p-value the calibration in use can give, largest over predicted classes "
+    "(1/(n+1), corrected if set): a level below it never rejects that class",
+    "calib_class_conditional": "1 when the p-values were calibrated per predicted class "
+    "(Mondrian), 0 when marginally (also after mondrian_fallback=marginal)",
 }
 for _a in (0.01, 0.05, 0.1):  # p-value detectors (see ood_bench.metrics.pvalue_metrics)
     METRICS[f"fpr_at_{_a:g}"] = f"fraction of ID test rejected at level {_a:g} (type-I error)"
     METRICS[f"tpr_at_{_a:g}"] = f"fraction of the OOD set rejected at level {_a:g}"
     METRICS[f"bh_fdr_{_a:g}"] = f"realised FDR of Benjamini-Hochberg at {_a:g}, ID test + OOD set"
     METRICS[f"bh_power_{_a:g}"] = f"fraction of the OOD set rejected by BH at {_a:g}"
+    METRICS[f"unreachable_classes_{_a:g}"] = (
+        f"predicted classes whose p_min exceeds {_a:g}: never rejected at that level"
+    )
 
 
 def make_row(

@@ -20,7 +20,7 @@ from ood_bench.config import build
 from ood_bench.data.base import Benchmark
 from ood_bench.errors import ConfigError
 from ood_bench.job import JobResult, peak_rss_mb, run_job, seed_of
-from ood_bench.metrics import accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
+from ood_bench.metrics import ALPHAS, accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
 from ood_bench.pipeline import prepare, seed_everything
 from ood_bench.results import make_row
 
@@ -106,7 +106,9 @@ def evaluate(
 
 
 def pvalue_rows(detector, job: dict[str, Any], test_f, ood_f, bench) -> list[dict[str, Any]]:
-    """Type-I error, power and BH rows of a detector that gives calibrated p-values."""
+    """Type-I error, power and BH rows of a detector that gives calibrated p-values, and what
+    its calibration can reach: ``p_min``, the classes each level never rejects, and whether the
+    calibration in use is class-conditional."""
     p_id = detector.pvalues(test_f)
     rows = [make_row(job, m, v, n_id=len(p_id)) for m, v in fpr_at_alpha(p_id).items()]
     for s in bench.ood:
@@ -117,6 +119,14 @@ def pvalue_rows(detector, job: dict[str, Any], test_f, ood_f, bench) -> list[dic
         ]
     if (nbytes := detector.reference_nbytes()) is not None:
         rows.append(make_row(job, "reference_mb", nbytes / 2**20))
+    if (p_min := detector.p_min()) is not None:
+        rows.append(make_row(job, "p_min", p_min))
+        rows += [
+            make_row(job, f"unreachable_classes_{a:g}", float(len(detector.unreachable_classes(a))))
+            for a in ALPHAS
+        ]
+        in_use = float(detector.calibration == "class_conditional")
+        rows.append(make_row(job, "calib_class_conditional", in_use))
     return rows
 
 

@@ -121,3 +121,14 @@ def test_unknown_or_unclosed_block_is_an_error(tmp_path: Path):
         render("<!-- generated:nope -->\n<!-- /generated:nope -->\n", ROOT / "results")
     with pytest.raises(ValueError, match="lack their"):
         render("<!-- generated:headline -->\ntext\n", ROOT / "results")
+
+
+def test_minimum_calibration_sizes_on_the_detector_page_are_computed():
+    """The table of calib samples per class that p_min <= alpha needs is what the code gives."""
+    from ood_bench.pvalues import min_calib_size
+
+    page = (ROOT / "docs" / "statistical-detector.md").read_text()
+    for alpha in (0.01, 0.05, 0.1):
+        sizes = [min_calib_size(alpha, c, 0.1) for c in (None, "simes", "dkw")]
+        row = f"| {alpha:g} | " + " | ".join(map(str, sizes)) + " |"
+        assert row in page, f"docs/statistical-detector.md lacks {row!r}"

@@ -21,6 +21,8 @@ from ood_bench.pvalues import (
     combine_pvalues,
     conformal_pvalues,
     empirical_pvalues,
+    min_calib_size,
+    smallest_pvalue,
 )
 
 
@@ -421,3 +423,48 @@ def test_calibration_conditional_input_checks():
         calibration_conditional(p, 0, 0.1)
     with pytest.raises(ValueError):
         calibration_conditional(p, 10, 1.5)
+
+
+# smallest attainable p-value (p_min) and the calibration size a level needs -----------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 9, 19, 27, 99])
+def test_smallest_pvalue_is_the_bottom_of_the_conformal_grid(n):
+    """Plain: 1/(n+1), exactly what a score above every calibration score gets; 1 without data."""
+    assert smallest_pvalue(n) == (1.0 if n == 0 else 1 / (n + 1))
+    if n:
+        calib = np.arange(n, dtype=float)
+        assert conformal_pvalues(calib, np.array([n + 1.0]))[0] == smallest_pvalue(n)
+
+
+def test_smallest_pvalue_with_a_correction_is_the_corrected_bottom():
+    """The correction applied to 1/(n+1): Simes' b_1 = 1 − delta^(1/k), k = n // 2 (n = 2:
+    1 − delta); DKW: 1/n + sqrt(log(1/delta) / (2n))."""
+    assert smallest_pvalue(2, "simes", 0.1) == pytest.approx(0.9)
+    assert smallest_pvalue(27, "simes", 0.1) == pytest.approx(1 - 0.1 ** (1 / 13))
+    assert smallest_pvalue(27, "dkw", 0.1) == pytest.approx(1 / 27 + math.sqrt(math.log(10) / 54))
+    for method in ("simes", "dkw"):
+        for n in (5, 27, 300):
+            calib = np.arange(n, dtype=float)
+            p = calibration_conditional(
+                conformal_pvalues(calib, np.array([n + 1.0])), n, 0.1, method
+            )
+            assert smallest_pvalue(n, method, 0.1) == p[0]
+
+
+def test_min_calib_size_is_one_over_alpha_minus_one_without_correction():
+    assert [min_calib_size(a) for a in (0.01, 0.05, 0.1, 0.2)] == [99, 19, 9, 4]
+
+
+@pytest.mark.parametrize("method", [None, "simes", "dkw"])
+@pytest.mark.parametrize("alpha", [0.01, 0.05, 0.1])
+def test_min_calib_size_is_the_first_size_that_reaches_alpha(method, alpha):
+    n = min_calib_size(alpha, method, 0.1)
+    assert smallest_pvalue(n, method, 0.1) <= alpha < smallest_pvalue(n - 1, method, 0.1)
+
+
+def test_min_calib_size_with_simes_in_closed_form():
+    """Simes: 1 − delta^(1/k) <= alpha iff k >= log(delta) / log(1 − alpha), n = 2k."""
+    for alpha in (0.01, 0.05, 0.1):
+        k = math.ceil(math.log(0.1) / math.log(1 - alpha))
+        assert min_calib_size(alpha, "simes", 0.1) == 2 * k

@@ -25,10 +25,10 @@ class Detector(ABC):
     """Fit on ID features, score any features; higher score = more OOD.
 
     Capabilities are declared here, never probed: ``needs`` (``features``, ``model``,
-    ``ood_validation``), ``gives_pvalues`` (then :meth:`pvalues` and :meth:`reference_nbytes`
-    answer), ``calibration`` (how those p-values are calibrated), ``search_ood`` (the OOD set a
-    detector that tunes on OOD data uses; None: the benchmark's first) and ``forward_samples``
-    (images the detector itself pushed through the network).
+    ``ood_validation``), ``gives_pvalues`` (then :meth:`pvalues`, :meth:`p_min` and
+    :meth:`reference_nbytes` answer), ``calibration`` (how those p-values are calibrated),
+    ``search_ood`` (the OOD set a detector that tunes on OOD data uses; None: the benchmark's
+    first) and ``forward_samples`` (images the detector itself pushed through the network).
     """
 
     library: ClassVar[str] = "ood_bench"
@@ -51,6 +51,25 @@ class Detector(ABC):
     def pvalues(self, feats: Features) -> np.ndarray:
         """Calibrated p-values (small = OOD) of detectors that declare ``gives_pvalues``."""
         raise NotImplementedError(f"{self.name} gives scores, not p-values")
+
+    def class_p_min(self) -> dict[int, float] | None:
+        """Per predicted class, the smallest p-value its calibration can give (p_min; a level
+        below it never rejects a sample predicted as that class); None without calibrated
+        p-values."""
+        return None
+
+    def p_min(self) -> float | None:
+        """The binding smallest attainable p-value: the largest of :meth:`class_p_min` (the
+        marginal 1/(n+1), corrected, for one calibration set); None without calibrated p-values."""
+        per_class = self.class_p_min()
+        return max(per_class.values()) if per_class else None
+
+    def unreachable_classes(self, alpha: float) -> list[int] | None:
+        """Predicted classes whose p_min exceeds ``alpha``: never rejected at that level."""
+        per_class = self.class_p_min()
+        if per_class is None:
+            return None
+        return [c for c, p in per_class.items() if p > alpha]
 
     def reference_nbytes(self) -> int | None:
         """Memory of the fitted references and calibration (None: not measured)."""

@@ -15,6 +15,10 @@ the running statistic at each step), and the combined statistic is calibrated on
 between layers (Bates et al., Ann. Statist. 2023). Optional: calibration-conditional correction,
 class-conditional (Mondrian) calibration.
 
+n calibration scores cannot give a p-value below p_min = 1/(n+1) (corrected when ``correction``
+is set): a class with too few calibration samples can never be rejected at alpha < p_min, a
+vacuous guarantee. ``mondrian_fallback`` says what class-conditional calibration does then.
+
 ``score`` is the combined statistic (higher = more OOD, continuous, for AUROC); ``pvalues`` the
 calibrated p-values (decide OOD when p ≤ alpha).
 """
@@ -29,6 +33,7 @@ import numpy as np
 from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
+from ood_bench.metrics import ALPHAS
 from ood_bench.pvalues import (
     COMBINERS,
     TAILS,
@@ -36,6 +41,8 @@ from ood_bench.pvalues import (
     calibration_conditional,
     combine_pvalues,
     conformal_pvalues,
+    min_calib_size,
+    smallest_pvalue,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,13 @@ STATISTICS = ("channel", "euclidean", "mahalanobis", "cosine", "knn")
 OUTPUT_TESTS = ("energy", "maxlogit")
 P_FLOOR = 1e-300  # keeps -log(p) finite
 MIN_CLASS_REF = 20  # fewer fit samples predicted as a class: that class uses the pooled reference
+FALLBACKS = ("marginal", "refuse", "none")
+
+
+def _first(items: list, k: int = 10) -> str:
+    """The first ``k`` items, comma-separated, and how many more there are."""
+    text = ", ".join(map(str, items[:k]))
+    return text + (f" and {len(items) - k} more" if len(items) > k else "")
 
 
 def layer_keys(
@@ -197,7 +211,10 @@ class StatDetector(Detector):
     ``calib``; only switch off to show why it is needed), ``class_conditional`` (Mondrian
     calibration per predicted class),
     ``correction`` (``None``/``simes``/``dkw``, calibration-conditional, with ``delta``), ``k``
-    (k-NN), ``alpha`` (the default decision level).
+    (k-NN), ``alpha`` (the default decision level), ``mondrian_fallback`` (when a predicted
+    class's calibration samples cannot reach ``alpha``, i.e. its p_min > alpha: ``marginal``
+    calibrates every class marginally, ``refuse`` raises a ConfigError, ``none`` keeps the
+    class-conditional p-values and warns).
     """
 
     gives_pvalues = True
@@ -221,6 +238,7 @@ class StatDetector(Detector):
         k: int = 10,
         alpha: float = 0.05,
         reference: Literal["pooled", "class"] = "pooled",
+        mondrian_fallback: Literal["marginal", "refuse", "none"] = "marginal",
     ):
         """Validate the options and keep them in ``cfg``."""
         super().__init__(name)
@@ -234,10 +252,13 @@ class StatDetector(Detector):
             "correction": (correction, (None, "simes", "dkw")),
             "reference": (reference, ("pooled", "class")),
             "output_test": (output_test, (None, *OUTPUT_TESTS)),
+            "mondrian_fallback": (mondrian_fallback, FALLBACKS),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ConfigError(f"{name}: {key}={value!r} is not one of {list(allowed)}")
+        if not 0 < alpha < 1:
+            raise ConfigError(f"{name}: alpha={alpha!r} must lie in (0, 1)")
         self.cfg = {
             "reduction": reduction,
             "statistic": statistic,
@@ -255,8 +276,14 @@ class StatDetector(Detector):
             "k": k,
             "alpha": alpha,
             "reference": reference,
+            "mondrian_fallback": mondrian_fallback,
         }
-        self.alpha = alpha
+        self.fell_back = False  # set by calibrate: class-conditional replaced by marginal
+
+    @property
+    def alpha(self) -> float:
+        """The decision level: :meth:`decide`'s default, and what ``mondrian_fallback`` checks."""
+        return float(self.cfg["alpha"])
 
     # fitting ------------------------------------------------------------------------------
     def fit(self, fit: Features, calib: Features | None = None) -> StatDetector:
@@ -311,22 +338,95 @@ class StatDetector(Detector):
 
     def calibrate_statistic(self, t: np.ndarray, pred: np.ndarray) -> StatDetector:
         """:meth:`calibrate` from precomputed statistics (the statistic does not depend on the
-        calibration, so redraws of the calib split need not recompute it)."""
+        calibration, so redraws of the calib split need not recompute it). Class-conditional
+        calibration checks that every class can reach ``alpha`` (see ``mondrian_fallback``)."""
         self.calib_all = np.sort(t)
         self.calib_by_class: dict[int, np.ndarray] = {}
+        self.fell_back = False
         if self.cfg["class_conditional"]:
-            for cls in range(self.num_classes):
-                self.calib_by_class[cls] = np.sort(t[pred == cls])
-                if len(self.calib_by_class[cls]) < 20:
-                    log.warning(
-                        "%s: only %d calib samples predicted as class %d: its p-values "
-                        "cannot go below %.3f",
-                        self.name,
-                        len(self.calib_by_class[cls]),
-                        cls,
-                        1 / (len(self.calib_by_class[cls]) + 1),
-                    )
+            by_class = {c: np.sort(t[pred == c]) for c in range(self.num_classes)}
+            short = [c for c, ref in by_class.items() if self._p_min_of(len(ref)) > self.alpha]
+            if short:
+                self._cannot_reach(short, {c: len(ref) for c, ref in by_class.items()})
+            # all classes, not only the short ones: marginal p-values for some classes and
+            # per-class ones for the others need not be valid even marginally (docs page)
+            self.fell_back = bool(short) and self.cfg["mondrian_fallback"] == "marginal"
+            if not self.fell_back:
+                self.calib_by_class = by_class
+        if self.calibration != "class_conditional" and self._p_min_of(len(t)) > self.alpha:
+            log.warning(
+                "%s: %d calib samples cannot reach alpha=%g (p_min %.3g; needs >= %d): nothing "
+                "is ever rejected at that level. Fix: more calibration data or a larger alpha.",
+                self.name,
+                len(t),
+                self.alpha,
+                self._p_min_of(len(t)),
+                min_calib_size(self.alpha, self.cfg["correction"], self.cfg["delta"]),
+            )
+        self._log_p_min()
         return self
+
+    def _p_min_of(self, n: int) -> float:
+        """Smallest p-value n calibration scores give, with this detector's correction."""
+        return smallest_pvalue(n, self.cfg["correction"], self.cfg["delta"])
+
+    def _cannot_reach(self, short: list[int], counts: dict[int, int]) -> None:
+        """Classes ``short`` cannot reach alpha: raise (``refuse``) or warn what is done."""
+        c, alpha = self.cfg, self.alpha
+        need = min_calib_size(alpha, c["correction"], c["delta"])
+        shown = _first(
+            [
+                f"class {k} ({counts[k]} calib samples, p_min {self._p_min_of(counts[k]):.3g})"
+                for k in short
+            ]
+        )
+        rule = "1/(n+1)" + (f" after the {c['correction']} correction" if c["correction"] else "")
+        cause = (
+            f"{self.name}: class-conditional calibration cannot reach alpha={alpha:g} for {shown}: "
+            f"the smallest p-value of a class with n calib samples is {rule}, so a class needs "
+            f">= {need} calib samples predicted as it"
+        )
+        if c["mondrian_fallback"] == "refuse":
+            raise ConfigError(
+                f"{cause}, or its samples can never be rejected. Fix: more calibration data "
+                "(benchmark.calib_fraction; benchmark.fractions.calib for the embedded digits "
+                "benchmarks), a larger detector.alpha, detector.class_conditional=false, or "
+                "detector.mondrian_fallback=marginal (see docs/statistical-detector.md)."
+            )
+        if c["mondrian_fallback"] == "marginal":
+            log.warning(
+                "%s. Falling back to marginal calibration for all %d classes "
+                "(mondrian_fallback=marginal): the per-class guarantee is lost, the marginal one "
+                "holds.",
+                cause,
+                self.num_classes,
+            )
+        else:
+            log.warning(
+                "%s. Their samples are never rejected at alpha=%g (mondrian_fallback=none).",
+                cause,
+                alpha,
+            )
+
+    def _log_p_min(self) -> None:
+        """Log p_min of the calibration in use and the classes each reported level misses."""
+        per_class = self.class_p_min()
+        if not per_class:
+            return
+        worst = max(per_class, key=per_class.__getitem__)
+        levels = sorted({*ALPHAS, self.alpha})
+        missed = {a: bad for a in levels if (bad := self.unreachable_classes(a) or [])}
+        log.info(
+            "%s: %s calibration, p_min %.4g%s%s",
+            self.name,
+            self.calibration.replace("_", "-"),
+            per_class[worst],
+            f" (class {worst})" if self.calibration == "class_conditional" else "",
+            "".join(
+                f"; alpha={a:g} never rejects {len(bad)} class(es): {_first(bad)}"
+                for a, bad in missed.items()
+            ),
+        )
 
     # scoring ------------------------------------------------------------------------------
     def layer_pvalues(self, feats: Features) -> np.ndarray:
@@ -366,7 +466,7 @@ class StatDetector(Detector):
         """:meth:`pvalues` from precomputed statistics and predicted classes."""
         if not self.cfg["calibrate"]:
             return np.clip(np.exp(-t), 0.0, 1.0)  # the combiner's own p-value (no guarantee)
-        if not self.cfg["class_conditional"]:
+        if not self.cfg["class_conditional"] or self.fell_back:
             return self._conformal(self.calib_all, t)
         p = np.ones(len(t))
         for cls in range(self.num_classes):
@@ -395,15 +495,25 @@ class StatDetector(Detector):
 
     @property
     def calibration(self) -> str:
-        """``marginal`` conformal p-values, or the class-conditional / corrected variant."""
+        """The calibration in use: ``marginal`` conformal p-values, or the class-conditional /
+        corrected variant (``marginal``/``corrected`` after a ``mondrian_fallback``)."""
         c = self.cfg
         if not c["calibrate"]:
             return "none"
-        return (
-            "class_conditional"
-            if c["class_conditional"]
-            else ("corrected" if c["correction"] else "marginal")
-        )
+        if c["class_conditional"] and not self.fell_back:
+            return "class_conditional"
+        return "corrected" if c["correction"] else "marginal"
+
+    def class_p_min(self) -> dict[int, float] | None:
+        """Per predicted class, the smallest p-value of the calibration in use: 1/(n_c+1) per
+        class (class-conditional), 1/(n+1) for all (marginal), corrected when ``correction`` is
+        set; None before calibration or without it."""
+        if not self.cfg["calibrate"] or not hasattr(self, "calib_all"):
+            return None
+        if self.calibration == "class_conditional":
+            return {c: self._p_min_of(len(ref)) for c, ref in self.calib_by_class.items()}
+        p = self._p_min_of(len(self.calib_all))
+        return dict.fromkeys(range(self.num_classes), p)
 
     def reference_nbytes(self) -> int:
         """Memory held by the fitted references and calibration scores."""
