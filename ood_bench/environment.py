@@ -96,5 +96,12 @@ def environment(device: str = "cpu") -> dict[str, str]:
     """Versions and machine facts; identical for every row of a job."""
     env = {"python": platform.python_version()}
     env.update({col: installed_version(dist) for col, dist in PACKAGES.items()})
-    env.update({"device": device, "hostname": socket.gethostname(), "git_sha": git_sha()})
+    env.update(
+        {
+            "device": device,
+            "hostname": socket.gethostname(),
+            "cpu_count": str(os.cpu_count()),
+            "git_sha": git_sha(),
+        }
+    )
     return env

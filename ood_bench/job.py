@@ -116,7 +116,7 @@ def job_identity(cfg: DictConfig, sweep: str) -> dict[str, Any]:
         "corruption": str(cfg.corruption.name) if cfg.get("corruption") else "none",
         "severity": _int_or_none(cfg.corruption.severity) if cfg.get("corruption") else 0,
         "calib_source": "",  # train or test once the backbone is known (pipeline.choose_calib)
-        **{k: v for k, v in env.items() if k != "git_sha"},
+        **{k: v for k, v in env.items() if k not in ("git_sha", "cpu_count")},
         "timestamp": stamp.isoformat(timespec="seconds"),
     }
 

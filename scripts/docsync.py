@@ -478,6 +478,117 @@ def sweep_planning(results: Path) -> str:
     )
 
 
+RECOMMENDED = "stat_maha_energy"
+# the committed sweeps the recommended preset is compared on (those present are read)
+COMPARED = (
+    "digits_all",
+    "recommended",
+    "openood_all",
+    "mnist_fashion",
+    "mnist_split",
+    "cifar10_offline",
+)
+
+
+def _per_detector(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, detector): library, seeds, mean AUROC and FPR95 (ID positive) over the OOD
+    sets then the seeds, and the score cost as a fraction of the forward pass."""
+    d = report.ok_rows(df)
+    d = d[d["corruption"].fillna("none").isin(["none", ""])] if "corruption" in d else d
+    sets = d[d["ood_group"].isin(["near", "far"]) & d["metric"].isin(["auroc", "fpr95_id"])]
+    per_seed = sets.groupby(["benchmark", "detector", "seed", "metric"])["value"].mean()
+    out = per_seed.groupby(level=[0, 1, 3]).mean().unstack()
+    out["seeds"] = per_seed.groupby(level=[0, 1]).apply(
+        lambda s: s.index.get_level_values(2).nunique()
+    )
+    out["library"] = d.groupby(["benchmark", "detector"])["library"].first()
+    run = d[d["ood_dataset"].fillna("") == ""].pivot_table(
+        index=["benchmark", "detector", "seed"], columns="metric", values="value"
+    )
+    if {"score_ms_per_sample", "forward_ms_per_sample"} <= set(run.columns):
+        ratio = run["score_ms_per_sample"] / run["forward_ms_per_sample"]
+        out["cost"] = ratio.groupby(level=[0, 1]).mean()
+    else:
+        out["cost"] = np.nan
+    return out.reset_index()
+
+
+def recommended(results: Path) -> str:
+    """The recommended preset per committed benchmark beside the best other native preset and
+    the best library detector (mean AUROC, FPR95 ID-positive, score cost)."""
+    names = [n for n in COMPARED if (results / "raw" / f"{n}.csv").is_file()]
+    m = _per_detector(pd.concat([_raw(results, n) for n in names], ignore_index=True))
+    rows = []
+    for bench, g in m.groupby("benchmark", sort=False):
+        rec = g[g["detector"] == RECOMMENDED]
+        if rec.empty:
+            continue
+        r = rec.iloc[0]
+        others = g[g["detector"] != RECOMMENDED]
+        native = others[others["library"] == "ood_bench"]
+        libs = others[others["library"] != "ood_bench"]
+        bn = native.loc[native["auroc"].idxmax()] if len(native) else None
+        bl = libs.loc[libs["auroc"].idxmax()] if len(libs) else None
+
+        def cell(x: pd.Series | None) -> str:
+            if x is None:
+                return "–"
+            return f"{pct(x['auroc'], 2)} / {pct(x['fpr95_id'], 2)} (`{x['detector']}`)"
+
+        rivals = [x for x in (bn, bl) if x is not None]
+        lead = all(
+            r["auroc"] >= x["auroc"] - 1e-12 and r["fpr95_id"] <= x["fpr95_id"] + 1e-12
+            for x in rivals
+        )
+        rows.append(
+            {
+                "benchmark": f"`{bench}`",
+                "seeds": str(int(r["seeds"])),
+                f"`{RECOMMENDED}` AUROC / FPR95": f"{pct(r['auroc'], 2)} / {pct(r['fpr95_id'], 2)}",
+                "best other native": cell(bn),
+                "best library": cell(bl),
+                "leads both": "yes" if lead else "no",
+                "score cost (× forward)": "–" if np.isnan(r["cost"]) else f"{r['cost']:.3f}",
+            }
+        )
+    files = ", ".join(f"`results/raw/{n}.csv`" for n in names)
+    return (
+        "Mean AUROC (%) / FPR95 (%, ID positive: OOD accepted when 95 % of ID is) over each "
+        "benchmark's OOD sets, then over seeds; best = highest AUROC; *leads both*: at least "
+        "as high an AUROC and as low an FPR95 as both rivals; score cost: scoring time per "
+        f"sample over the backbone's forward time per sample, mean over its jobs ({files}):"
+        "\n\n" + _md(pd.DataFrame(rows))
+    )
+
+
+def training_cards(results: Path) -> str:
+    """The committed training cards of the backbones trained with scripts/train_backbone.py."""
+    rows = []
+    for path in sorted((results / "backbones").glob("*.json")):
+        card = json.loads(path.read_text())
+        v = card.get("versions", {})
+        rows.append(
+            {
+                "card": f"`results/backbones/{path.name}`",
+                "backbone / benchmark": f"`{path.stem.rsplit('_s', 1)[0]}`",
+                "ID test accuracy (%)": pct(card["id_test_acc"], 2),
+                "epochs": str(card["epochs"]),
+                "training (min)": f"{card['train_s'] / 60:.1f}",
+                "whole command (min)": f"{card['wall_s'] / 60:.1f}",
+                "machine": (
+                    f"{v['cpu_count']} CPU cores" if "cpu_count" in v else v.get("hostname", "?")
+                )
+                + f", torch {v.get('torch', '?')}",
+                "sha256": f"`{card['sha256'][:12]}…`",
+                "commit": f"`{v.get('git_sha', '?')}`",
+            }
+        )
+    return (
+        "Backbones trained once with `scripts/train_backbone.py` (card: the script's JSON, "
+        "copied under `results/backbones/`):\n\n" + _md(pd.DataFrame(rows))
+    )
+
+
 GENERATORS: dict[str, Callable[[Path], str]] = {
     "headline": headline,
     "stat-detectors": stat_detectors,
@@ -487,6 +598,8 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "novelty": novelty,
     "libraries": libraries,
     "sweep-planning": sweep_planning,
+    "recommended": recommended,
+    "training-cards": training_cards,
 }
 
 

@@ -79,7 +79,9 @@ def within_binomial_error(fpr: np.ndarray, alpha: float, n_calib: int, n_test: i
     return bool(abs(fpr.mean() - target) <= band)
 
 
-@pytest.mark.parametrize("option", ["stat_masf", "stat_drood", "stat_maha_cauchy"])
+@pytest.mark.parametrize(
+    "option", ["stat_masf", "stat_drood", "stat_maha_cauchy", "stat_maha_energy"]
+)
 def test_conformal_guarantee_holds_over_redraws(option, digits_features):
     fpr, n_calib, n_test = realised_fpr(preset(option), digits_features, 0.05, 200)
     assert within_binomial_error(fpr, 0.05, n_calib, n_test), (fpr.mean(), fpr.std())
@@ -364,3 +366,33 @@ def test_fallback_is_marginal_for_all_classes_because_mixing_is_invalid():
     se = np.sqrt(var / redraws)
     assert abs(np.mean(fpr_fallback) - target) <= 4 * se, (np.mean(fpr_fallback), target, se)
     assert np.mean(fpr_mixed) > alpha + 10 * se, np.mean(fpr_mixed)
+
+
+def test_output_test_adds_the_energy_pvalue_of_the_logits(digits_features):
+    """``output_test=energy``: one more column, the right-tail empirical p-value of −logsumexp
+    of the logits against the fit samples'; the layer columns are unchanged."""
+    from scipy.special import logsumexp
+
+    fit, test = digits_features["fit"], digits_features["test"]
+    base = preset("stat_maha_energy", output_test=None).fit(fit, digits_features["calib"])
+    det = preset("stat_maha_energy").fit(fit, digits_features["calib"])
+    assert det.keys == [*base.keys, "logits"]
+    p, p0 = det.layer_pvalues(test), base.layer_pvalues(test)
+    np.testing.assert_allclose(p[:, :-1], p0)
+    e_fit = -logsumexp(fit.logits.double().numpy(), axis=1)
+    e_test = -logsumexp(test.logits.double().numpy(), axis=1)
+    expect = (1 + (e_fit[None, :] >= e_test[:, None]).sum(1)) / (len(e_fit) + 1)
+    np.testing.assert_allclose(p[:, -1], np.clip(expect, 0, 1 - 1 / (len(e_fit) + 1)))
+    with pytest.raises(ConfigError, match="output_test"):
+        StatDetector("x", statistic="mahalanobis", output_test="softmax")
+
+
+def test_global_center_measures_distance_to_one_mean(digits_features):
+    fit = digits_features["fit"]
+    det = preset("stat_maha_energy", center="global", output_test=None).fit_reference(fit)
+    means = det.tests[0].means
+    assert np.allclose(means, means[0])  # every class uses the global mean
+    own = preset("stat_maha_energy", output_test=None).fit_reference(fit).tests[0].means
+    assert not np.allclose(own, own[0])
+    with pytest.raises(ConfigError, match="center"):
+        StatDetector("x", statistic="mahalanobis", center="median")

@@ -97,11 +97,20 @@ def _get(feats: Features, key: str) -> np.ndarray:
 class _LayerTest:
     """One layer's test: fitted on the ID reference, returns a p-value per sample."""
 
-    def __init__(self, statistic: str, tail: str, within: str, k: int, reference: str = "pooled"):
+    def __init__(
+        self,
+        statistic: str,
+        tail: str,
+        within: str,
+        k: int,
+        reference: str = "pooled",
+        center: str = "class",
+    ):
         """``statistic``, ``tail``, ``within`` and ``k`` as in :class:`StatDetector`;
-        ``reference``: one pooled channel reference or one per predicted class."""
+        ``reference``: one pooled channel reference or one per predicted class; ``center``:
+        distances to the predicted class's mean or to the global mean (vector statistics)."""
         self.statistic, self.tail, self.within, self.k = statistic, tail, within, k
-        self.reference = reference
+        self.reference, self.center = reference, center
 
     # distances ----------------------------------------------------------------------------
     def _distance(self, z: np.ndarray, pred: np.ndarray, exclude_self: bool = False) -> np.ndarray:
@@ -151,7 +160,9 @@ class _LayerTest:
             # class means of the predicted classes (DROOD): the test side has no labels either
             self.means = np.stack(
                 [
-                    z[pred == c].mean(0) if (pred == c).any() else z.mean(0)
+                    z[pred == c].mean(0)
+                    if (pred == c).any() and self.center == "class"
+                    else z.mean(0)
                     for c in range(num_classes)
                 ]
             )
@@ -211,10 +222,11 @@ class StatDetector(Detector):
     ``calib``; only switch off to show why it is needed), ``class_conditional`` (Mondrian
     calibration per predicted class),
     ``correction`` (``None``/``simes``/``dkw``, calibration-conditional, with ``delta``), ``k``
-    (k-NN), ``alpha`` (the default decision level), ``mondrian_fallback`` (when a predicted
-    class's calibration samples cannot reach ``alpha``, i.e. its p_min > alpha: ``marginal``
-    calibrates every class marginally, ``refuse`` raises a ConfigError, ``none`` keeps the
-    class-conditional p-values and warns).
+    (k-NN), ``center`` (vector statistics: distance to the predicted ``class``'s mean, or to
+    the ``global`` mean), ``alpha`` (the default decision level), ``mondrian_fallback``
+    (when a predicted class's calibration samples cannot reach ``alpha``, i.e. its
+    p_min > alpha: ``marginal`` calibrates every class marginally, ``refuse`` raises a
+    ConfigError, ``none`` keeps the class-conditional p-values and warns).
     """
 
     gives_pvalues = True
@@ -238,6 +250,7 @@ class StatDetector(Detector):
         k: int = 10,
         alpha: float = 0.05,
         reference: Literal["pooled", "class"] = "pooled",
+        center: Literal["class", "global"] = "class",
         mondrian_fallback: Literal["marginal", "refuse", "none"] = "marginal",
     ):
         """Validate the options and keep them in ``cfg``."""
@@ -251,6 +264,7 @@ class StatDetector(Detector):
             "across_mode": (across_mode, ("at_once", "successive")),
             "correction": (correction, (None, "simes", "dkw")),
             "reference": (reference, ("pooled", "class")),
+            "center": (center, ("class", "global")),
             "output_test": (output_test, (None, *OUTPUT_TESTS)),
             "mondrian_fallback": (mondrian_fallback, FALLBACKS),
         }
@@ -276,6 +290,7 @@ class StatDetector(Detector):
             "k": k,
             "alpha": alpha,
             "reference": reference,
+            "center": center,
             "mondrian_fallback": mondrian_fallback,
         }
         self.fell_back = False  # set by calibrate: class-conditional replaced by marginal
@@ -304,7 +319,9 @@ class StatDetector(Detector):
         pred = fit.predictions()
         self.tests = []
         for key in self.keys:
-            test = _LayerTest(c["statistic"], c["tail"], c["within"], c["k"], c["reference"])
+            test = _LayerTest(
+                c["statistic"], c["tail"], c["within"], c["k"], c["reference"], c["center"]
+            )
             test.fit(_get(fit, key), pred, self.num_classes)
             self.tests.append(test)
         if c["output_test"]:  # one more column: the output layer's own statistic
