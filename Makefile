@@ -22,6 +22,10 @@ DEMO_THREADS ?= 1
 # URL; default: the pinned commit on GitHub. Offline: OPENOOD_SRC=../shared/vendor/OpenOOD-3c35632ee91b.tar.gz
 OPENOOD_SRC ?= https://github.com/Jingkang50/OpenOOD/archive/3c35632ee91b54b09d1f085d04f94744cece7d0b.tar.gz
 OPENOOD_DIR ?= .openood
+# the CIFAR-10 backbone `make paper` trains once (conf/backbone/cifar_cnn.yaml) and OpenOOD's
+# strongest postprocessors on it
+CIFAR_CKPT    ?= checkpoints/cifar_cnn_cifar10_offline_s0.pt
+CIFAR_OPENOOD ?= openood_ebo,openood_knn,openood_rmds,openood_mds,openood_react,openood_ash,openood_scale,openood_gen,openood_she,openood_nnguide
 
 .PHONY: venv demo test test-slow lint paper clean openood
 
@@ -93,6 +97,24 @@ paper: venv
 	  $(PY) -m ood_bench.run -m experiment=mnist_fashion && \
 	  $(PY) scripts/collect.py outputs/mnist_fashion --out results/raw/mnist_fashion.csv; \
 	else echo "OOD_BENCH_DATA lacks MNIST/FashionMNIST: skipping the mnist_fashion sweep"; fi
+	$(PY) -m ood_bench.run -m benchmark=digits,digits_open detector=stat_maha_energy seed=0,1,2 \
+	  hydra.sweep.dir=outputs/recommended
+	if [ -d "$$OOD_BENCH_DATA/MNIST" ] && [ -d "$$OOD_BENCH_DATA/FashionMNIST" ]; then \
+	  $(PY) -m ood_bench.run -m benchmark=mnist_fashion backbone=lenet detector=stat_maha_energy \
+	    seed=0,1,2 hydra.sweep.dir=outputs/recommended && \
+	  $(PY) -m ood_bench.run -m experiment=mnist_split && \
+	  $(PY) scripts/collect.py outputs/mnist_split --out results/raw/mnist_split.csv; fi
+	$(PY) scripts/collect.py outputs/recommended --out results/raw/recommended.csv
+	if [ -f "$$OOD_BENCH_DATA/cifar10/train.npz" ]; then \
+	  test -f $(CIFAR_CKPT) || $(PY) scripts/train_backbone.py benchmark=cifar10_offline \
+	    backbone=cifar_cnn seed=0 out_dir=checkpoints && \
+	  mkdir -p results/backbones && cp $(CIFAR_CKPT:.pt=.json) results/backbones/ && \
+	  $(PY) -m ood_bench.run -m experiment=cifar10_offline && \
+	  if $(PY) -c "import openood" 2>/dev/null; then \
+	    $(PY) -m ood_bench.run -m experiment=cifar10_offline detector=$(CIFAR_OPENOOD); fi && \
+	  $(PY) scripts/collect.py outputs/cifar10_offline --out results/raw/cifar10_offline.csv; \
+	else echo "OOD_BENCH_DATA lacks cifar10/*.npz: skipping the CIFAR-10 sweep"; fi
+	$(PY) scripts/ablate_detector.py --detector stat_maha_energy
 	if $(PY) -c "import openood" 2>/dev/null; then \
 	  $(PY) -m ood_bench.run -m experiment=openood_all && \
 	  $(PY) -m ood_bench.run -m benchmark=digits,digits_open detector=openood_vim,openood_residual \

@@ -552,6 +552,8 @@ def recommended(results: Path) -> str:
             }
         )
     files = ", ".join(f"`results/raw/{n}.csv`" for n in names)
+    if not rows:
+        return f"No committed run of `{RECOMMENDED}` yet ({files})."
     return (
         "Mean AUROC (%) / FPR95 (%, ID positive: OOD accepted when 95 % of ID is) over each "
         "benchmark's OOD sets, then over seeds; best = highest AUROC; *leads both*: at least "
@@ -583,6 +585,8 @@ def training_cards(results: Path) -> str:
                 "commit": f"`{v.get('git_sha', '?')}`",
             }
         )
+    if not rows:
+        return "No committed training card yet (`results/backbones/*.json`)."
     return (
         "Backbones trained once with `scripts/train_backbone.py` (card: the script's JSON, "
         "copied under `results/backbones/`):\n\n" + _md(pd.DataFrame(rows))

@@ -37,6 +37,7 @@ def main(cfg: DictConfig) -> None:
     """Train the configured backbone (Hydra entry point), save its state dict and JSON card,
     and print the arguments that make the harness load it."""
     start = time.perf_counter()
+    versions = environment(str(cfg.device))  # the code that runs: before the tree can change
     seed_everything(int(cfg.seed))
     bench = build(cfg.benchmark, "benchmark")
     b = cfg.backbone
@@ -85,7 +86,7 @@ def main(cfg: DictConfig) -> None:
         "wall_s": round(time.perf_counter() - start, 2),  # the whole command: data, training, test
         "id_test_acc": acc,
         "sha256": digest,
-        "versions": environment(str(cfg.device)),
+        "versions": versions,
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2, default=str))
     log.info(
