@@ -27,7 +27,7 @@ OPENOOD_DIR ?= .openood
 CIFAR_CKPT    ?= checkpoints/cifar_cnn_cifar10_offline_s0.pt
 CIFAR_OPENOOD ?= openood_ebo,openood_knn,openood_rmds,openood_mds,openood_react,openood_ash,openood_scale,openood_gen,openood_she,openood_nnguide
 
-.PHONY: venv demo test test-slow lint paper clean openood
+.PHONY: venv demo test test-slow test-openood lint paper clean openood
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 2; }
@@ -80,6 +80,12 @@ test: venv
 # the slow tests (kill-and-resume of a sweep, submitit's local executor): run by CI after `test`
 test-slow: venv
 	$(PY) -m pytest -m slow
+
+# the tests that need OpenOOD (slow ones included): run by CI after `make openood`
+OPENOOD_TESTS ?= tests/test_openood.py tests/test_report.py tests/test_libcompare.py
+test-openood: venv
+	$(PY) -c "import openood" || { echo "OpenOOD is not installed: make openood"; exit 2; }
+	$(PY) -m pytest -m "slow or not slow" $(OPENOOD_TESTS)
 
 # every table and figure of the paper from sweeps this machine can run (real-data sweeps only
 # when OOD_BENCH_DATA holds MNIST and FashionMNIST)
