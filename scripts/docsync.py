@@ -593,6 +593,44 @@ def training_cards(results: Path) -> str:
     )
 
 
+def calib_leak(results: Path) -> str:
+    """Realised FPR at α = 0.05 with leaked (``calib_source=train``) and held-out (``auto`` →
+    ``test``) calibration of the same CIFAR-10 jobs (results/raw/cifar10_leak.csv and
+    cifar10_offline.csv)."""
+    from scipy import stats as sps
+
+    names = ("cifar10_leak", "cifar10_offline")
+    if not all((results / "raw" / f"{n}.csv").is_file() for n in names):
+        return "No committed CIFAR-10 leak runs yet (`results/raw/cifar10_leak.csv`)."
+    d = report.ok_rows(pd.concat([_raw(results, n) for n in names], ignore_index=True))
+    d = d[(d["metric"] == "fpr_at_0.05") & (d["ood_dataset"].fillna("") == "")]
+    leaked = d[d["calib_source"] == "train"]
+    held = d[(d["calib_source"] == "test") & d["seed"].isin(leaked["seed"].unique())]
+    held = held[held["detector"].isin(leaked["detector"].unique())]
+
+    def cell(g: pd.DataFrame) -> str:
+        n = int(g["n_id"].iloc[0])
+        lo, hi = sps.binom.interval(0.95, n, 0.05)
+        vals = " / ".join(pct(v, 2) for v in g.sort_values("seed")["value"])
+        return f"{vals} (n = {n:,}; band {pct(lo / n, 2)}–{pct(hi / n, 2)})"
+
+    rows = []
+    for det in sorted(leaked["detector"].unique()):
+        rows.append(
+            {
+                "detector": f"`{det}`",
+                "calib from train (leaked), % per seed": cell(leaked[leaked["detector"] == det]),
+                "calib held out (auto → test), % per seed": cell(held[held["detector"] == det]),
+            }
+        )
+    seeds = ", ".join(str(int(x)) for x in sorted(leaked["seed"].unique()))
+    return (
+        f"Seeds {seeds}; band: the 95 % binomial interval of α = 5 % for n ID test images "
+        "(`results/raw/cifar10_leak.csv`, `results/raw/cifar10_offline.csv`):\n\n"
+        + _md(pd.DataFrame(rows))
+    )
+
+
 GENERATORS: dict[str, Callable[[Path], str]] = {
     "headline": headline,
     "stat-detectors": stat_detectors,
@@ -604,6 +642,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "sweep-planning": sweep_planning,
     "recommended": recommended,
     "training-cards": training_cards,
+    "calib-leak": calib_leak,
 }
 
 
