@@ -631,6 +631,15 @@ def calib_leak(results: Path) -> str:
     )
 
 
+def ablation(results: Path) -> str:
+    """The recommended preset's ablation table (results/analysis/<preset>/ablation.md)."""
+    path = results / "analysis" / RECOMMENDED / "ablation.md"
+    if not path.is_file():
+        return f"No committed ablation of `{RECOMMENDED}` yet (`scripts/ablate_detector.py`)."
+    body = path.read_text().split("\n", 2)[2].strip()  # without its title line
+    return f"From `results/analysis/{RECOMMENDED}/ablation.md`. {body}"
+
+
 GENERATORS: dict[str, Callable[[Path], str]] = {
     "headline": headline,
     "stat-detectors": stat_detectors,
@@ -643,6 +652,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "recommended": recommended,
     "training-cards": training_cards,
     "calib-leak": calib_leak,
+    "ablation": ablation,
 }
 
 
