@@ -261,6 +261,22 @@ def crosscheck(results: Path) -> str:
     )
 
 
+def library_defaults(results: Path) -> str:
+    """The defaults that differ between pytorch-ood and OpenOOD, measured
+    (results/libraries/defaults.csv, written by scripts/library_defaults.py)."""
+    d = pd.read_csv(results / "libraries" / "defaults.csv")
+    table = _script("library_defaults").table(d)
+    seeds = ", ".join(str(s) for s in sorted(d["seed"].unique()))
+    bench = ", ".join(sorted(d["benchmark"].unique()))
+    backbone = ", ".join(sorted(d["backbone"].unique()))
+    sha = ", ".join(sorted(d["git_sha"].astype(str).unique()))
+    return (
+        f"Mean AUROC over the OOD sets of `{bench}` (`{backbone}`, seeds {seeds}; "
+        f"`results/libraries/defaults.csv`, written by `scripts/library_defaults.py` at "
+        f"{sha}):\n\n" + _md(table)
+    )
+
+
 def novelty(results: Path) -> str:
     """The committed novelty run (results/novelty/*.csv) in one paragraph."""
     nov = _script("novelty_report")
@@ -599,6 +615,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "backbones": backbones,
     "openood-status": openood_status,
     "crosscheck": crosscheck,
+    "library-defaults": library_defaults,
     "novelty": novelty,
     "libraries": libraries,
     "sweep-planning": sweep_planning,
