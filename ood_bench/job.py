@@ -31,6 +31,7 @@ from ood_bench.environment import environment
 from ood_bench.errors import ConfigError
 from ood_bench.pipeline import build_benchmark
 from ood_bench.results import make_row, read_results, to_frame, write_csv
+from ood_bench.sweep import write_status
 
 log = logging.getLogger("ood_bench.job")
 
@@ -173,7 +174,8 @@ def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = No
     """Run one job under Hydra: skip it when a complete result of the same config and backbone
     exists (unless ``rerun``), else ``evaluate`` it and write its tables, then ``metrics.csv``
     last (the mark of a complete job) and its copy in ``results_dir``. A failure writes one
-    ``failed`` row, and re-raises outside a multirun (a sweep goes on)."""
+    ``failed`` row, and re-raises outside a multirun (a sweep goes on). In a multirun every
+    outcome also leaves ``job_status.json`` for the sweep's summary (:mod:`ood_bench.sweep`)."""
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -200,6 +202,8 @@ def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = No
                 chash,
                 done,
             )
+            if multirun:
+                write_status(out_dir, "skipped", job)
             return
         atomic_write_text(out_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         log.info(
@@ -220,6 +224,7 @@ def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = No
         log.error("wrote failed row to %s", path)
         if not multirun:
             raise
+        write_status(out_dir, "failed", job, job["error"])
         return
     for name, table in result.tables.items():
         if not table.empty:
@@ -232,3 +237,5 @@ def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = No
     if result.summary is not None:
         log.info("%s", result.summary(df))
     log.info("wrote %d rows to %s%s", len(df), path, f" and {shared}" if shared else "")
+    if multirun:
+        write_status(out_dir, "ok", job)

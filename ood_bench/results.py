@@ -92,6 +92,9 @@ METRICS: dict[str, str] = {
     "reference_mb": "memory of a statistical detector's fitted references + calibration, MiB",
     "p_min": "smallest p-value the calibration in use can give, largest over predicted classes "
     "(1/(n+1), corrected if set): a level below it never rejects that class",
+    "param_dim": "principal-subspace dimension ViM / Residual ran with (the ViM paper's rule "
+    "on the backbone's feature dimension when the option's dim is null; APS's or a search's "
+    "choice when tuned)",
     "calib_class_conditional": "1 when the p-values were calibrated per predicted class "
     "(Mondrian), 0 when marginally (also after mondrian_fallback=marginal)",
 }

@@ -100,6 +100,7 @@ def evaluate(
         "peak_rss_mb": peak_rss_mb(),
     }
     rows += [make_row(job, k, float(v), n_id=len(s_id)) for k, v in runtime.items()]
+    rows += [make_row(job, f"param_{k}", float(v)) for k, v in detector.recorded_params().items()]
     if tuned_on:
         rows.append(make_row(job, "tuned_on_ood", 1.0, tuned_on, "validation"))
     return rows

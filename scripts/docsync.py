@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ def _script(name: str, root: Path = ROOT) -> ModuleType:
         f"_docsync_{name}", root / "scripts" / f"{name}.py"
     )
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[spec.name] = module  # type: ignore[union-attr]  # dataclasses look it up
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 
@@ -258,6 +260,22 @@ def crosscheck(results: Path) -> str:
         "Mean AUROC over the OOD sets and the largest per-set |ΔAUROC| "
         f"(`results/crosscheck/`; `aligned`: the differing hyperparameters set equal; "
         f"tolerance {tol}):\n\n" + _md(pd.DataFrame(rows)) + summary
+    )
+
+
+def library_defaults(results: Path) -> str:
+    """The defaults that differ between pytorch-ood and OpenOOD, measured
+    (results/libraries/defaults.csv, written by scripts/library_defaults.py)."""
+    d = pd.read_csv(results / "libraries" / "defaults.csv")
+    table = _script("library_defaults").table(d)
+    seeds = ", ".join(str(s) for s in sorted(d["seed"].unique()))
+    bench = ", ".join(sorted(d["benchmark"].unique()))
+    backbone = ", ".join(sorted(d["backbone"].unique()))
+    sha = ", ".join(sorted(d["git_sha"].astype(str).unique()))
+    return (
+        f"Mean AUROC over the OOD sets of `{bench}` (`{backbone}`, seeds {seeds}; "
+        f"`results/libraries/defaults.csv`, written by `scripts/library_defaults.py` at "
+        f"{sha}):\n\n" + _md(table)
     )
 
 
@@ -646,6 +664,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "backbones": backbones,
     "openood-status": openood_status,
     "crosscheck": crosscheck,
+    "library-defaults": library_defaults,
     "novelty": novelty,
     "libraries": libraries,
     "sweep-planning": sweep_planning,

@@ -63,13 +63,12 @@ PAIRS = [
         "ViM",
         "pood_vim",
         "openood_vim",
-        "both with a 64-d principal space (OpenOOD's dim=256 exceeds the 128-d features, so "
-        "it runs with dim=64; pytorch-ood's d=null is D/2 = 64). pytorch-ood builds the "
+        "both with a 64-d principal space (dim/d null: the ViM paper's rule, D/2 of the 128-d "
+        "features; OpenOOD's YAML dim=256 is for 512-d ResNet-18). pytorch-ood builds the "
         "covariance and its eigenvectors in float32 (torch), OpenOOD in float64 (scikit-learn, "
         "numpy): the null space of the near-zero eigenvalues of ReLU features differs. "
         "Recomputed from the cached features, pytorch-ood's formula in float64 gives OpenOOD's "
         "AUROCs (digits_open, digits 6-9: 0.8375 vs 0.8377) and in float32 its own (0.8502)",
-        openood_defaults=["detector.params.dim=64"],
     ),
     Pair(
         "ReAct",

@@ -17,7 +17,7 @@ from ood_bench.config import build
 from ood_bench.data.base import tensor_set
 from ood_bench.detectors import openood as oo
 from ood_bench.detectors.openood import OpenOODNet
-from ood_bench.errors import ConfigError
+from ood_bench.errors import ConfigError, NotApplicable
 from ood_bench.features import Features
 from ood_bench.metrics import ood_metrics
 from tests.conftest import CONF, ROOT, run_module
@@ -33,11 +33,6 @@ def _have_openood() -> bool:
 
 needs_openood = pytest.mark.skipif(not _have_openood(), reason=oo.INSTALL_HINT)
 OPTIONS = sorted(p.stem for p in (CONF / "detector").glob("openood_*.yaml"))
-# dim below the 128 digits features (OpenOOD's defaults are for 512-d ResNet-18 features)
-OVERRIDES = {
-    "openood_vim": ["detector.params.dim=64"],
-    "openood_residual": ["detector.params.dim=64"],
-}
 # fit + score above ~20 s each on 2 CPU cores (mixtures / Gram matrices of every layer): -m slow
 SLOW = {"openood_gmm", "openood_gram"}
 
@@ -201,17 +196,17 @@ def test_every_registered_postprocessor_has_a_current_config():
     "option", [pytest.param(o, marks=pytest.mark.slow) if o in SLOW else o for o in OPTIONS]
 )
 def test_postprocessor_on_digits(option, digits_backbone, small):
-    det = make(option, *OVERRIDES.get(option, []))
+    det = make(option)  # every option on its defaults (ViM's / Residual's dim scaled: 64 of 128)
     name = det.postprocessor
     state, why = oo.status(name)
     if state == "unsupported":
-        with pytest.raises(ConfigError, match="cannot run") as e:
+        with pytest.raises(NotApplicable, match="cannot run") as e:
             det.bind(digits_backbone.model)
         assert why in str(e.value)
         return
     det.bind(digits_backbone.model, "cpu")
     if name == "rankfeat":
-        with pytest.raises(ConfigError, match="ResNet-only"):
+        with pytest.raises(NotApplicable, match="ResNet-only"):
             det.fit(small["fit"], small["calib"])
         return
     det.fit(small["fit"], small["calib"])
@@ -220,6 +215,34 @@ def test_postprocessor_on_digits(option, digits_backbone, small):
     assert s_id.shape == (len(small["test"]),) and np.isfinite(s_ood).all()
     # higher = more OOD: noise scores above ID test (a flipped sign gives AUROC < 0.5)
     assert ood_metrics(s_id, s_ood)["auroc"] > 0.5, name
+
+
+def test_vim_principal_dim_follows_the_paper_and_openoods_settings():
+    from ood_bench.detectors.base import vim_principal_dim
+
+    # OpenOOD's scripts: ResNet-18 512 -> 256, LeNet 84 -> 42, ResNet-50 2048 -> 1000; ViT -> 512
+    assert [vim_principal_dim(d) for d in (512, 84, 2048, 768)] == [256, 42, 1000, 512]
+    assert [vim_principal_dim(d) for d in (128, 192)] == [64, 96]  # digits_cnn, cifar_cnn
+
+
+@needs_openood
+@pytest.mark.parametrize("option", ["openood_vim", "openood_residual"])
+def test_vim_and_residual_defaults_scale_to_the_features(option, digits_backbone, small):
+    """dim=null: the ViM paper's rule on the 128-d features (64), recorded for the rows; the
+    same scores as dim=64 given; a dim that leaves no residual space is refused with the rule."""
+    det = make(option)
+    det.bind(digits_backbone.model)
+    det.fit(small["fit"], small["calib"])
+    assert det.pp.dim == 64 and det.config["postprocessor"]["postprocessor_args"]["dim"] == 64
+    assert det.recorded_params() == {"dim": 64.0}
+    given = make(option, "detector.params.dim=64")
+    given.bind(digits_backbone.model)
+    given.fit(small["fit"], small["calib"])
+    np.testing.assert_array_equal(det.score(small["test"]), given.score(small["test"]))
+    big = make(option, "detector.params.dim=128")
+    big.bind(digits_backbone.model)
+    with pytest.raises(ConfigError, match=r"detector.params.dim=64 \(the ViM paper's rule"):
+        big.fit(small["fit"], small["calib"])
 
 
 @needs_openood

@@ -21,6 +21,16 @@ from ood_bench.errors import ScoreError
 from ood_bench.features import Features
 
 
+def vim_principal_dim(feature_dim: int) -> int:
+    """The principal-subspace dimension of ViM (Wang et al., CVPR 2022) for ``feature_dim``-d
+    features, by the paper's rule: 1000 when D >= 1500 (ResNet-50, BiT: 2048), 512 when D = 768
+    (ViT, DeiT, Swin), else D/2. OpenOOD's own settings follow it (ResNet-18's 512 -> 256,
+    LeNet's 84 -> 42, ResNet-50 -> 1000 in its scripts; Residual's 512 is the ViT value); so do
+    ViM's ``d``/``dim`` and Residual's ``dim`` here when left null."""
+    d = int(feature_dim)
+    return 1000 if d >= 1500 else 512 if d == 768 else max(1, d // 2)
+
+
 class Detector(ABC):
     """Fit on ID features, score any features; higher score = more OOD.
 
@@ -117,4 +127,10 @@ class Detector(ABC):
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters, for logs and results."""
+        return {}
+
+    def recorded_params(self) -> dict[str, float]:
+        """Numeric hyperparameters the job's rows record as ``param_<name>`` (the value the
+        detector ran with, e.g. a dimension chosen from the backbone's features by a rule);
+        call after :meth:`fit`."""
         return {}

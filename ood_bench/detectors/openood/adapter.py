@@ -15,10 +15,11 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset
 
 from ood_bench.config import check_types, default_types
-from ood_bench.detectors.base import Detector
+from ood_bench.detectors.base import Detector, vim_principal_dim
 from ood_bench.detectors.openood.catalogue import (
     INIT_BY_SET_HYPERPARAM,
     NET_WRAPPERS,
+    SCALED_DEFAULTS,
     THREE_CHANNELS,
     UNSUPPORTED,
 )
@@ -26,7 +27,7 @@ from ood_bench.detectors.openood.configs import read_config
 from ood_bench.detectors.openood.device import openood_context
 from ood_bench.detectors.openood.loader import load_openood
 from ood_bench.detectors.openood.net import OpenOODNet
-from ood_bench.errors import ConfigError
+from ood_bench.errors import ConfigError, NotApplicable
 from ood_bench.features import Features
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class OpenOODDetector(Detector):
                 f"{sorted(oo.registry)}"
             )
         if self.postprocessor in UNSUPPORTED:
-            raise ConfigError(
+            raise NotApplicable(
                 f"OpenOOD's {self.postprocessor} cannot run on a post-hoc classifier here: "
                 f"{UNSUPPORTED[self.postprocessor]}"
             )
@@ -242,7 +243,7 @@ class OpenOODDetector(Detector):
             len(taps) > 4 and taps[3] == "layer3" and taps[4] == "layer4"
         )
         if not ok:
-            raise ConfigError(
+            raise NotApplicable(
                 f"OpenOOD's rankfeat is ResNet-only: it reads layer3, layer4 and avgpool "
                 f"(intermediate_forward indices 3 and 4), but {type(self.model).__name__} has "
                 f"taps {taps}"
@@ -270,6 +271,7 @@ class OpenOODDetector(Detector):
             default_types(args),
         )
         args.update(self._params)
+        self._scale_defaults(args)
         pp_cfg["postprocessor_args"] = args
         if self._sweep:
             pp_cfg["postprocessor_sweep"] = {**(pp_cfg.get("postprocessor_sweep") or {})}
@@ -298,6 +300,27 @@ class OpenOODDetector(Detector):
         )
         return pp
 
+    def _scale_defaults(self, args: dict[str, Any]) -> None:
+        """Replace OpenOOD's defaults that assume 512-d ResNet-18 features
+        (:data:`~ood_bench.detectors.openood.catalogue.SCALED_DEFAULTS`) by the value their rule
+        gives for this backbone's feature dimension, unless ``params`` set them."""
+        for key in SCALED_DEFAULTS.get(self.postprocessor, {}):
+            if key in self._params:
+                continue
+            d = int(self.net.feature_size)
+            value = vim_principal_dim(d)
+            log.info(
+                "%s: %s=%d (the ViM paper's rule for %d-d features; OpenOOD's YAML default %s "
+                "is for %s)",
+                self.name,
+                key,
+                value,
+                d,
+                args.get(key),
+                SCALED_DEFAULTS[self.postprocessor][key],
+            )
+            args[key] = value
+
     def _check_dims(self, args: dict[str, Any]) -> None:
         """A ConfigError when vim's / residual's ``dim`` is not below the feature dimension."""
         dim = args.get("dim")
@@ -305,11 +328,19 @@ class OpenOODDetector(Detector):
             d = self.net.feature_size
             if int(dim) >= d:
                 raise ConfigError(
-                    f"{self.name}: dim={dim} (OpenOOD's default, for 512-d ResNet-18 features) "
-                    f"must be smaller than the feature dimension {d}, else the principal "
-                    f"space is everything and the score is constant. Fix: "
-                    f"detector.params.dim={d // 2} (half the features, as OpenOOD's 256 of 512)"
+                    f"{self.name}: dim={dim} must be smaller than the feature dimension {d}, "
+                    f"else the principal space is everything and the score is constant. Fix: "
+                    f"detector.params.dim={vim_principal_dim(d)} (the ViM paper's rule, what "
+                    f"dim=null gives), or any value below {d}"
                 )
+
+    def recorded_params(self) -> dict[str, float]:
+        """ViM's / Residual's ``dim`` as run (``param_dim``: the scaled default, the given
+        value, or APS's choice)."""
+        if self.postprocessor not in SCALED_DEFAULTS or self.pp is None:
+            return {}
+        dim = getattr(self.pp, "dim", None)
+        return {} if dim is None else {"dim": float(dim)}
 
     def _wrap_net(self, net: OpenOODNet) -> torch.nn.Module:
         """The net in OpenOOD's wrapper network for react, ash, scale and adascale, else as is."""

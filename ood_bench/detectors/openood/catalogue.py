@@ -49,9 +49,12 @@ NOTES: dict[str, str] = {
     "mds_ensemble": "assumes 3 input channels: fewer are zero-padded to 3 and the network reads "
     "the real ones (exact); OpenOOD's default feature_type_list [mean] reads the first tap",
     "rankfeat": "ResNet only: reads layer3, layer4 and avgpool of a torchvision-style ResNet",
-    "vim": "dim (OpenOOD: 256, for 512-d ResNet-18 features) must be below the feature "
-    "dimension: set detector.params.dim",
-    "residual": "dim (OpenOOD: 512) must be below the feature dimension: set detector.params.dim",
+    "vim": "dim=null follows the ViM paper's rule on the backbone's D-d features (D/2; 512 for "
+    "D=768; 1000 for D>=1500), as OpenOOD's 256 does for 512-d ResNet-18 features; the rows "
+    "record it (param_dim)",
+    "residual": "dim=null follows the ViM paper's rule on the backbone's D-d features (D/2; 512 "
+    "for D=768; 1000 for D>=1500); OpenOOD's 512 is its ViT value (768-d); the rows record it "
+    "(param_dim)",
     "cider": "post-hoc part only: k-NN on L2-normalised penultimate features (CIDER's training "
     "is not done)",
     "npos": "post-hoc part only: k-NN on L2-normalised penultimate features (NPOS's training is "
@@ -63,6 +66,13 @@ NOTES: dict[str, str] = {
     "temp_scaling": "fits a temperature on the calib split (LBFGS), then MSP",
     "adascale_a": "default hyperparameters applied through set_hyperparam (see WORKAROUND)",
     "adascale_l": "default hyperparameters applied through set_hyperparam (see WORKAROUND)",
+}
+# OpenOOD defaults that assume the features of one network: postprocessor -> argument -> what
+# the YAML's value is for. With the argument null the adapter applies the rule instead
+# (ood_bench.detectors.base.vim_principal_dim on the backbone's feature dimension).
+SCALED_DEFAULTS: dict[str, dict[str, str]] = {
+    "vim": {"dim": "512-d ResNet-18 features (256 = D/2)"},
+    "residual": {"dim": "768-d ViT features (512, the ViM paper's value for D=768)"},
 }
 # OpenOOD's Evaluator wraps the network for these postprocessors (openood.networks.*).
 NET_WRAPPERS = {

@@ -283,3 +283,11 @@ class PytorchOODDetector(Detector):
         if self.best_params:
             out["searched"] = dict(self.best_params)
         return out
+
+    def recorded_params(self) -> dict[str, float]:
+        """ViM's principal-subspace dimension as run (``param_dim``: the paper's rule when
+        ``d`` was null, the searched value after a search)."""
+        if self.cls_name != "ViM":
+            return {}
+        d = (self.best_params or {}).get("d", self._params.get("d"))
+        return {} if d is None else {"dim": float(d)}

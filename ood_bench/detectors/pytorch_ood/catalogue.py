@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from ood_bench.errors import ConfigError
+from ood_bench.detectors.base import vim_principal_dim
+from ood_bench.errors import ConfigError, NotApplicable  # NotApplicable: re-exported here
 
 #: names in ``pytorch_ood.detector.__all__`` that are not detector classes, and what they are
 NOT_DETECTORS = {"odin_preprocessing": "a function (ODIN's input perturbation), not a detector"}
@@ -99,10 +100,6 @@ DEFAULT_READS = {
     "GradientDetector": "images",
     "Detector": "images",
 }
-
-
-class NotApplicable(ConfigError):
-    """The detector cannot apply to this backbone or benchmark; the message says why."""
 
 
 def pood_classes() -> dict[str, type]:
@@ -239,7 +236,7 @@ def complete_params(cls_name: str, params: dict[str, Any], dim: int) -> None:
     """Fill a hyperparameter without a library default from the ``dim``-d penultimate features
     (ViM's ``d``: the ViM paper's rule)."""
     if cls_name == "ViM" and params.get("d") is None:
-        params["d"] = 1000 if dim >= 1500 else 512 if dim == 768 else dim // 2
+        params["d"] = vim_principal_dim(dim)
 
 
 def check_inputs(
