@@ -25,7 +25,10 @@ OPENOOD_DIR ?= .openood
 # the CIFAR-10 backbone `make paper` trains once (conf/backbone/cifar_cnn.yaml) and OpenOOD's
 # strongest postprocessors on it
 CIFAR_CKPT    ?= checkpoints/cifar_cnn_cifar10_offline_s0.pt
-CIFAR_OPENOOD ?= openood_ebo,openood_knn,openood_rmds,openood_mds,openood_react,openood_ash,openood_scale,openood_gen,openood_she,openood_nnguide
+# the calibration-leak check: the same CIFAR-10 jobs calibrated on images the backbone trained on
+# (outside results/raw: the tables average calib sources of one job together)
+LEAK_DETECTORS ?= stat_maha_energy,stat_drood,stat_knn_classcond,stat_masf_classref,stat_maha_cauchy
+CIFAR_OPENOOD ?= openood_knn,openood_rmds,openood_ash,openood_scale,openood_she
 
 # A multirun exits 1 when a job failed (its summary names each failed job and why) unless
 # allow_failures=true: every sweep below says which it wants. Sweeps with expected refusals
@@ -126,7 +129,10 @@ paper: venv
 	  if $(PY) -c "import openood" 2>/dev/null; then \
 	    $(PY) -m ood_bench.run -m experiment=cifar10_offline detector=$(CIFAR_OPENOOD) \
 	      $(NO_FAILURES); fi && \
-	  $(PY) scripts/collect.py outputs/cifar10_offline --out results/raw/cifar10_offline.csv; \
+	  $(PY) scripts/collect.py outputs/cifar10_offline --out results/raw/cifar10_offline.csv && \
+	  $(PY) -m ood_bench.run -m experiment=cifar10_offline seed=1,2 calib_source=train \
+	    detector=$(LEAK_DETECTORS) hydra.sweep.dir=outputs/cifar10_leak $(NO_FAILURES) && \
+	  $(PY) scripts/collect.py outputs/cifar10_leak --out results/calib_leak/cifar10_leak.csv; \
 	else echo "OOD_BENCH_DATA lacks cifar10/*.npz: skipping the CIFAR-10 sweep"; fi
 	$(PY) scripts/ablate_detector.py --detector stat_maha_energy
 	if $(PY) -c "import openood" 2>/dev/null; then \

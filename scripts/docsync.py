@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ood_bench import report
-from ood_bench.results import read_results
+from ood_bench.results import one_result_per_job, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 # a marker is a line of its own (a marker quoted inside a sentence is not one)
@@ -535,7 +535,8 @@ def recommended(results: Path) -> str:
     """The recommended preset per committed benchmark beside the best other native preset and
     the best library detector (mean AUROC, FPR95 ID-positive, score cost)."""
     names = [n for n in COMPARED if (results / "raw" / f"{n}.csv").is_file()]
-    m = _per_detector(pd.concat([_raw(results, n) for n in names], ignore_index=True))
+    df = one_result_per_job(pd.concat([_raw(results, n) for n in names], ignore_index=True))
+    m = _per_detector(df)
     rows = []
     for bench, g in m.groupby("benchmark", sort=False):
         rec = g[g["detector"] == RECOMMENDED]
@@ -613,14 +614,15 @@ def training_cards(results: Path) -> str:
 
 def calib_leak(results: Path) -> str:
     """Realised FPR at α = 0.05 with leaked (``calib_source=train``) and held-out (``auto`` →
-    ``test``) calibration of the same CIFAR-10 jobs (results/raw/cifar10_leak.csv and
-    cifar10_offline.csv)."""
+    ``test``) calibration of the same CIFAR-10 jobs (results/calib_leak/cifar10_leak.csv,
+    results/raw/cifar10_offline.csv)."""
     from scipy import stats as sps
 
-    names = ("cifar10_leak", "cifar10_offline")
-    if not all((results / "raw" / f"{n}.csv").is_file() for n in names):
-        return "No committed CIFAR-10 leak runs yet (`results/raw/cifar10_leak.csv`)."
-    d = report.ok_rows(pd.concat([_raw(results, n) for n in names], ignore_index=True))
+    leak = results / "calib_leak" / "cifar10_leak.csv"
+    if not (leak.is_file() and (results / "raw" / "cifar10_offline.csv").is_file()):
+        return "No committed CIFAR-10 leak runs yet (`results/calib_leak/cifar10_leak.csv`)."
+    both = pd.concat([read_results(leak), _raw(results, "cifar10_offline")], ignore_index=True)
+    d = report.ok_rows(both)
     d = d[(d["metric"] == "fpr_at_0.05") & (d["ood_dataset"].fillna("") == "")]
     leaked = d[d["calib_source"] == "train"]
     held = d[(d["calib_source"] == "test") & d["seed"].isin(leaked["seed"].unique())]
@@ -644,7 +646,7 @@ def calib_leak(results: Path) -> str:
     seeds = ", ".join(str(int(x)) for x in sorted(leaked["seed"].unique()))
     return (
         f"Seeds {seeds}; band: the 95 % binomial interval of α = 5 % for n ID test images "
-        "(`results/raw/cifar10_leak.csv`, `results/raw/cifar10_offline.csv`):\n\n"
+        "(`results/calib_leak/cifar10_leak.csv`, `results/raw/cifar10_offline.csv`):\n\n"
         + _md(pd.DataFrame(rows))
     )
 
