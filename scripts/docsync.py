@@ -552,7 +552,11 @@ def recommended(results: Path) -> str:
         def cell(x: pd.Series | None) -> str:
             if x is None:
                 return "–"
-            return f"{pct(x['auroc'], 2)} / {pct(x['fpr95_id'], 2)} (`{x['detector']}`)"
+            seeds = int(x["seeds"])
+            return (
+                f"{pct(x['auroc'], 2)} / {pct(x['fpr95_id'], 2)} (`{x['detector']}`, "
+                f"{seeds} seed{'s' if seeds > 1 else ''})"
+            )
 
         rivals = [x for x in (bn, bl) if x is not None]
         lead = all(

@@ -176,7 +176,9 @@ class BoundNet:
         parts: dict[str, Any] = {}
         if wanted & {"head", "head_weight", "head_bias"}:
             head = self.head(fit)
-            parts.update(head=head, head_weight=head.weight, head_bias=head.bias)
+            # a bias-free head (e.g. CifarCNN's) is a head with a zero bias: ViM, DICE need one
+            bias = head.bias if head.bias is not None else torch.zeros(head.out_features)
+            parts.update(head=head, head_weight=head.weight, head_bias=bias)
         if "net" in wanted:
             parts["net"] = self.net()
         if "penultimate_encoder" in wanted:
