@@ -229,3 +229,22 @@ def test_feature_detector_needs_no_model_but_head_detector_does():
     assert make("pood_vim").needs == {"features", "model"}
     assert make("pood_react").needs == {"features", "model"}
     assert isinstance(make("pood_msp"), PytorchOODDetector)
+
+
+@pytest.mark.parametrize("option", ["pood_vim", "pood_dice"])
+def test_bias_free_head_is_a_zero_bias(option):
+    """ViM and DICE read the head's bias; a head without one (CifarCNN's) is given zeros, and the
+    scores equal those of the same network with an explicit zero bias."""
+    from torch.utils.data import TensorDataset
+
+    from ood_bench.api import detector, extract
+    from ood_bench.backbones import CifarCNN
+
+    torch.manual_seed(0)
+    model = CifarCNN(num_classes=4, widths=(8, 16, 32), stem=8).eval()
+    data = TensorDataset(torch.randn(96, 3, 32, 32), torch.arange(96) % 4)
+    feats = extract(model, data)
+    det = detector(option)  # ViM: d from the rule (half of the 32-d features)
+    det.bind(model)
+    scores = det.fit(feats).score(feats)
+    assert np.isfinite(scores).all()
