@@ -28,7 +28,7 @@ CIFAR_CKPT    ?= checkpoints/cifar_cnn_cifar10_offline_s0.pt
 # the calibration-leak check: the same CIFAR-10 jobs calibrated on images the backbone trained on
 # (outside results/raw: the tables average calib sources of one job together)
 LEAK_DETECTORS ?= stat_maha_energy,stat_drood,stat_knn_classcond,stat_masf_classref,stat_maha_cauchy
-CIFAR_OPENOOD ?= openood_knn,openood_rmds,openood_ash,openood_scale,openood_she
+CIFAR_OPENOOD ?= openood_knn,openood_rmds,openood_ash,openood_scale
 
 # A multirun exits 1 when a job failed (its summary names each failed job and why) unless
 # allow_failures=true: every sweep below says which it wants. Sweeps with expected refusals
