@@ -617,39 +617,47 @@ def training_cards(results: Path) -> str:
 
 
 def calib_leak(results: Path) -> str:
-    """Realised FPR at α = 0.05 with leaked (``calib_source=train``) and held-out (``auto`` →
-    ``test``) calibration of the same CIFAR-10 jobs (results/calib_leak/cifar10_leak.csv,
-    results/raw/cifar10_offline.csv)."""
+    """Realised FPR at α = 0.05 with leaked (``calib_source=train``, results/calib_leak/) and
+    held-out (``auto`` → ``test``) calibration of the same CIFAR-10 jobs, each beside the 95 %
+    range of a conformal FPR (beta-binomial in the calib and test sizes)."""
     from scipy import stats as sps
 
     leak = results / "calib_leak" / "cifar10_leak.csv"
     if not (leak.is_file() and (results / "raw" / "cifar10_offline.csv").is_file()):
         return "No committed CIFAR-10 leak runs yet (`results/calib_leak/cifar10_leak.csv`)."
-    both = pd.concat([read_results(leak), _raw(results, "cifar10_offline")], ignore_index=True)
-    d = report.ok_rows(both)
-    d = d[(d["metric"] == "fpr_at_0.05") & (d["ood_dataset"].fillna("") == "")]
-    leaked = d[d["calib_source"] == "train"]
-    held = d[(d["calib_source"] == "test") & d["seed"].isin(leaked["seed"].unique())]
-    held = held[held["detector"].isin(leaked["detector"].unique())]
+
+    def runs(df: pd.DataFrame) -> pd.DataFrame:
+        d = report.ok_rows(df)
+        d = d[d["ood_dataset"].fillna("") == ""]
+        wide = d.pivot_table(index=["detector", "seed"], columns="metric", values="value")
+        fpr = d[d["metric"] == "fpr_at_0.05"].set_index(["detector", "seed"])["n_id"]
+        return wide.assign(n_id=fpr).reset_index()
+
+    leaked = runs(read_results(leak))
+    held = runs(_raw(results, "cifar10_offline"))
+    held = held[held["seed"].isin(leaked["seed"]) & held["detector"].isin(leaked["detector"])]
+
+    def band(d: pd.DataFrame) -> str:
+        n, n_cal = int(d["n_id"].iloc[0]), int(round(1 / d["p_min"].min() - 1))
+        k = int(np.floor(0.05 * (n_cal + 1)))
+        lo, hi = sps.betabinom.interval(0.95, n, k, n_cal + 1 - k)
+        return f"n = {n:,}, n_calib = {n_cal:,}: {pct(lo / n, 2)}–{pct(hi / n, 2)}"
 
     def cell(g: pd.DataFrame) -> str:
-        n = int(g["n_id"].iloc[0])
-        lo, hi = sps.binom.interval(0.95, n, 0.05)
-        vals = " / ".join(pct(v, 2) for v in g.sort_values("seed")["value"])
-        return f"{vals} (n = {n:,}; band {pct(lo / n, 2)}–{pct(hi / n, 2)})"
+        return " / ".join(pct(v, 2) for v in g.sort_values("seed")["fpr_at_0.05"])
 
-    rows = []
-    for det in sorted(leaked["detector"].unique()):
-        rows.append(
-            {
-                "detector": f"`{det}`",
-                "calib from train (leaked), % per seed": cell(leaked[leaked["detector"] == det]),
-                "calib held out (auto → test), % per seed": cell(held[held["detector"] == det]),
-            }
-        )
+    rows = [
+        {
+            "detector": f"`{det}`",
+            "calib from train (leaked), % per seed": cell(leaked[leaked["detector"] == det]),
+            "calib held out (auto → test), % per seed": cell(held[held["detector"] == det]),
+        }
+        for det in sorted(leaked["detector"].unique())
+    ]
     seeds = ", ".join(str(int(x)) for x in sorted(leaked["seed"].unique()))
     return (
-        f"Seeds {seeds}; band: the 95 % binomial interval of α = 5 % for n ID test images "
+        f"Seeds {seeds}. 95 % range of the realised FPR of a valid marginal conformal p-value "
+        f"(beta-binomial): leaked {band(leaked)}; held out {band(held)} "
         "(`results/calib_leak/cifar10_leak.csv`, `results/raw/cifar10_offline.csv`):\n\n"
         + _md(pd.DataFrame(rows))
     )
@@ -662,6 +670,30 @@ def ablation(results: Path) -> str:
         return f"No committed ablation of `{RECOMMENDED}` yet (`scripts/ablate_detector.py`)."
     body = path.read_text().split("\n", 2)[2].strip()  # without its title line
     return f"From `results/analysis/{RECOMMENDED}/ablation.md`. {body}"
+
+
+def scoring_cost(results: Path) -> str:
+    """Score time over forward time measured in one run (results/runtime/scoring_cost.csv)."""
+    path = results / "runtime" / "scoring_cost.csv"
+    if not path.is_file():
+        return "No committed scoring-cost run yet (`scripts/bench_scoring.py --csv`)."
+    d = pd.read_csv(path)
+    rows = [
+        {
+            "backbone": r["backbone"],
+            "detector": f"`{r['detector']}`",
+            "forward (ms / image)": f"{r['forward_ms']:.4f}",
+            "score (ms / image)": f"{r['score_ms']:.4f}",
+            "score / forward": f"{r['score/forward']:.3f}",
+        }
+        for _, r in d.iterrows()
+    ]
+    return (
+        "`scripts/bench_scoring.py` at commit "
+        f"{d['git_sha'].iloc[0]}: the forward pass alone (batches of 128, best of 3) and the "
+        "scoring of the ID test features, in one run (`results/runtime/scoring_cost.csv`):\n\n"
+        + _md(pd.DataFrame(rows))
+    )
 
 
 GENERATORS: dict[str, Callable[[Path], str]] = {
@@ -678,6 +710,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "training-cards": training_cards,
     "calib-leak": calib_leak,
     "ablation": ablation,
+    "scoring-cost": scoring_cost,
 }
 
 
