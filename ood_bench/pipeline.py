@@ -175,3 +175,17 @@ def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
             extractor.cache_hits,
         )
     return Prepared(bench, backbone, extractor, fit_f, calib_f, test_f, ood_f, calib_source)
+
+
+def detector_aurocs(cfg: DictConfig, prep: Prepared) -> dict[str, float]:
+    """Build ``cfg.detector`` (seeded, bound to the backbone when it needs the network), fit it
+    on the prepared splits and return its AUROC per OOD set: the comparison scripts' one step."""
+    from ood_bench.metrics import ood_metrics
+
+    seed_everything(int(cfg.seed))
+    det = build(cfg.detector, "detector")
+    if "model" in det.needs:
+        det.bind(prep.backbone.model, cfg.device)
+    det.fit(prep.fit, prep.calib)
+    s_id = det.score(prep.test, "test")
+    return {n: ood_metrics(s_id, det.score(f, n))["auroc"] for n, f in prep.ood.items()}

@@ -75,11 +75,11 @@ def score_ms(det, feats, repeats: int = 3) -> float:
     return 1000 * best / len(feats)
 
 
-def bench(name, model, x_test, feats, cfg_for) -> list[dict]:
+def bench(name, model, x_test, feats, cfg_for, detectors: list[str]) -> list[dict]:
     """One row per detector option: forward and score time, their ratio, reference memory."""
     fwd = forward_ms(model, x_test)
     rows = []
-    for option in DETECTORS:
+    for option in detectors:
         det = build(cfg_for(option).detector, "detector").fit(feats["fit"], feats["calib"])
         ms = score_ms(det, feats["test"])
         nbytes = det.reference_nbytes()
@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, default=None, help="also write the rows here")
     p.add_argument("overrides", nargs="*", help="Hydra overrides (data_root=...)")
     args = p.parse_args(argv)
-    global DETECTORS
-    DETECTORS = args.detectors or DETECTORS
+    detectors = args.detectors or DETECTORS
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
 
@@ -125,17 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         prep = prepare(cfg_for("stat_masf"))
         x_digits = prep.bench.split("test").dataset.tensors[0]
         feats = {"fit": prep.fit, "calib": prep.calib, "test": prep.test}
-        rows += bench("digits_cnn (1×8×8)", prep.backbone.model, x_digits, feats, cfg_for)
+        rows += bench(
+            "digits_cnn (1×8×8)", prep.backbone.model, x_digits, feats, cfg_for, detectors
+        )
     for name in (b for b in args.backbones if b in REAL):
         label, over = REAL[name]
         prep = prepare(cfg_for("stat_masf", *over, *args.overrides))
         x = next(iter(DataLoader(prep.bench.split("test").dataset, batch_size=2048)))[0]
         feats = {"fit": prep.fit, "calib": prep.calib, "test": prep.test}
         rows += bench(
-            label, prep.backbone.model, x, feats, lambda o, v=over: cfg_for(o, *v, *args.overrides)
+            label,
+            prep.backbone.model,
+            x,
+            feats,
+            lambda o, v=over: cfg_for(o, *v, *args.overrides),
+            detectors,
         )
     if "resnet18" in args.backbones:
-        rows += random_resnet(args.cache_dir, cfg_for)
+        rows += random_resnet(args.cache_dir, cfg_for, detectors)
     df = pd.DataFrame(rows)
     print(df.to_markdown(index=False, floatfmt=".4g"))
     if args.csv:
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def random_resnet(cache_dir: str, cfg_for) -> list[dict]:
+def random_resnet(cache_dir: str, cfg_for, detectors: list[str]) -> list[dict]:
     """The rows of a random ResNet-18 on 32×32 noise (timing only)."""
     model = torchvision.models.resnet18(num_classes=10).eval()
     taps, pen = discover_taps(model, torch.zeros(2, 3, 32, 32))
@@ -161,7 +167,12 @@ def random_resnet(cache_dir: str, cfg_for) -> list[dict]:
         for k, v in sets.items()
     }
     return bench(
-        "resnet18 (3×32×32, random)", model, torch.from_numpy(sets["test"]), feats, cfg_for
+        "resnet18 (3×32×32, random)",
+        model,
+        torch.from_numpy(sets["test"]),
+        feats,
+        cfg_for,
+        detectors,
     )
 
 

@@ -26,10 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-from ood_bench.config import build, compose  # noqa: E402
+from ood_bench.config import compose  # noqa: E402
 from ood_bench.environment import require_clean_tree  # noqa: E402
-from ood_bench.metrics import ood_metrics  # noqa: E402
-from ood_bench.pipeline import prepare, seed_everything  # noqa: E402
+from ood_bench.pipeline import detector_aurocs, prepare  # noqa: E402
 
 TOLERANCE = 0.005
 
@@ -121,14 +120,7 @@ PAIRS = [
 
 def run_detector(job: list[str], option: str, extra: list[str], prep) -> dict[str, float]:
     """Fit detector ``option`` on the prepared splits; its AUROC per OOD set."""
-    cfg = compose([*job, f"detector={option}", *extra])
-    seed_everything(int(cfg.seed))
-    det = build(cfg.detector, "detector")
-    if "model" in det.needs:
-        det.bind(prep.backbone.model, cfg.device)
-    det.fit(prep.fit, prep.calib)
-    s_id = det.score(prep.test, "test")
-    return {n: ood_metrics(s_id, det.score(f, n))["auroc"] for n, f in prep.ood.items()}
+    return detector_aurocs(compose([*job, f"detector={option}", *extra]), prep)
 
 
 def main() -> int:
