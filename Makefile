@@ -37,7 +37,7 @@ CIFAR_OPENOOD ?= openood_knn,openood_rmds,openood_ash,openood_scale
 EXPECTED_FAILURES := allow_failures=true
 NO_FAILURES       := allow_failures=false
 
-.PHONY: venv demo test test-slow test-openood lint paper clean openood
+.PHONY: venv demo test test-slow test-openood lint paper clean openood novelty
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 2; }
@@ -148,18 +148,48 @@ paper: venv
 	  $(PY) scripts/openood_crosscheck.py benchmark=digits_open \
 	    --csv results/crosscheck/openood_crosscheck_digits_open.csv; \
 	else echo "OpenOOD is not installed: skipping its sweeps (docs/openood.md)"; fi
-	$(PY) -m ood_bench.run_novelty -m benchmark=digits_open detector=stat_maha_cauchy novelty=hdbscan \
-	  seed=0 trials=30 hydra.sweep.dir=outputs/novelty_digits_open $(NO_FAILURES)
-	$(PY) scripts/collect.py outputs/novelty_digits_open \
-	  --out results/novelty/digits_open_stat_maha_cauchy_hdbscan.csv
-	$(PY) scripts/novelty_report.py results/novelty/digits_open_stat_maha_cauchy_hdbscan.csv \
-	  --samples outputs/novelty_digits_open --out results/novelty --quiet
+	$(MAKE) novelty
 	$(PY) scripts/analyze_detector.py --detector stat_masf
 	$(PY) scripts/make_tables.py results/raw --out results/tables --quiet
 	$(PY) scripts/make_figures.py results/raw --out results/figures \
 	  --roc digits:stat_maha_cauchy,stat_masf,pood_mahalanobis,pood_msp
 	$(PY) scripts/compare_libraries.py results/raw --out results/libraries --run-tests --quiet
 	$(PY) scripts/sync_docs.py
+
+# novelty detection (docs/novelty.md): the recommended detector with the default method
+# (same-domain novelty, union certification), another domain counted as new (any_domain) and the
+# former per-cluster certification, 3 seeds x NOVELTY_TRIALS trials per scenario, on the digits
+# split, MNIST 0-4 vs 5-9 (LeNet) and CIFAR-10 0-5 vs 6-9 (cifar_cnn trained on the six classes
+# once) when OOD_BENCH_DATA has the data; then the report, the certification's null simulation
+NOVELTY_TRIALS  ?= 100
+NOVELTY_METHODS ?= hdbscan,hdbscan_any_domain,hdbscan_per_cluster
+NOVELTY_RUN      = $(PY) -m ood_bench.run_novelty -m detector=stat_maha_energy \
+  novelty=$(NOVELTY_METHODS) seed=0,1,2 trials=$(NOVELTY_TRIALS) $(NO_FAILURES)
+CIFAR_SPLIT_CKPT ?= checkpoints/cifar_cnn_cifar10_split_s0.pt
+novelty: venv
+	$(NOVELTY_RUN) benchmark=digits_open hydra.sweep.dir=outputs/novelty_digits_open \
+	  'novelty/scenario@scenarios=[digits_open,stream,control_id,control_noise,control_photos]'
+	$(PY) scripts/collect.py outputs/novelty_digits_open --out results/novelty/digits_open.csv
+	if [ -d "$$OOD_BENCH_DATA/MNIST" ] && [ -d "$$OOD_BENCH_DATA/FashionMNIST" ]; then \
+	  $(NOVELTY_RUN) benchmark=mnist_split backbone=lenet \
+	    'novelty/scenario@scenarios=[mnist_split,cross_domain,control_id]' \
+	    hydra.sweep.dir=outputs/novelty_mnist_split && \
+	  $(PY) scripts/collect.py outputs/novelty_mnist_split --out results/novelty/mnist_split.csv; \
+	else echo "OOD_BENCH_DATA lacks MNIST/FashionMNIST: skipping the mnist_split novelty sweep"; fi
+	if [ -f "$$OOD_BENCH_DATA/cifar10/train.npz" ]; then \
+	  test -f $(CIFAR_SPLIT_CKPT) || $(PY) scripts/train_backbone.py benchmark=cifar10_split \
+	    backbone=cifar_cnn seed=0 out_dir=checkpoints && \
+	  mkdir -p results/backbones && cp $(CIFAR_SPLIT_CKPT:.pt=.json) results/backbones/ && \
+	  $(NOVELTY_RUN) benchmark=cifar10_split backbone=cifar_cnn \
+	    backbone.checkpoint=$(CIFAR_SPLIT_CKPT) \
+	    'novelty/scenario@scenarios=[cifar10_split,control_id,control_noise,control_photos]' \
+	    hydra.sweep.dir=outputs/novelty_cifar10_split && \
+	  $(PY) scripts/collect.py outputs/novelty_cifar10_split \
+	    --out results/novelty/cifar10_split.csv; \
+	else echo "OOD_BENCH_DATA lacks cifar10/*.npz: skipping the cifar10_split novelty sweep"; fi
+	$(PY) scripts/novelty_report.py results/novelty/*.csv --samples outputs/novelty_digits_open \
+	  outputs/novelty_mnist_split outputs/novelty_cifar10_split --out results/novelty --quiet
+	$(PY) scripts/novelty_certification.py --out results/novelty/certification/certification.csv
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

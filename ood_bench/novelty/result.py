@@ -24,11 +24,15 @@ class ClusterEvidence:
     compact: bool
     typical: bool
     is_new: bool
+    # domain=same: a new class must be low-level typical; domain=any: another domain counts too
+    same_domain: bool = True
 
     @property
     def structural(self) -> bool:
-        """Every criterion but the count: not known, large, compact and low-level typical."""
-        return not self.known and self.large and self.compact and self.typical
+        """Every criterion but the count: not known, large, compact and (``domain: same``)
+        low-level typical."""
+        in_domain = self.typical or not self.same_domain
+        return not self.known and self.large and self.compact and in_domain
 
 
 @dataclass
@@ -44,6 +48,7 @@ class NoveltyResult:
     n_rejected: int
     false_bound: int  # j*
     true_lower: int  # R - j*: lower confidence bound on the true outliers among rejections
+    union_certified: int  # (rejections in the structural clusters together) - j*
     p_excess: float
     alpha: float
     level: float
@@ -65,7 +70,8 @@ class NoveltyResult:
             f"{self.n_rejected}/{self.m} rejected at alpha={self.alpha:g}; false alarms <= "
             f"{self.false_bound} with prob >= {1 - self.level:g} (Beta-binomial, n_calib="
             f"{self.n_calib}), so >= {self.true_lower} true outliers; p(excess)="
-            f"{self.p_excess:.3g}"
+            f"{self.p_excess:.3g}; the candidate clusters together hold >= "
+            f"{max(self.union_certified, 0)} of them"
         )
         lines = [head]
         for c in self.clusters:
