@@ -188,7 +188,8 @@ novelty: venv
 	    --out results/novelty/cifar10_split.csv; \
 	else echo "OOD_BENCH_DATA lacks cifar10/*.npz: skipping the cifar10_split novelty sweep"; fi
 	$(PY) scripts/novelty_report.py results/novelty/*.csv --samples outputs/novelty_digits_open \
-	  outputs/novelty_mnist_split outputs/novelty_cifar10_split --out results/novelty --quiet
+	  outputs/novelty_mnist_split outputs/novelty_cifar10_split --out results/novelty --quiet \
+	  --methods hdbscan hdbscan_any_domain
 	$(PY) scripts/novelty_certification.py --out results/novelty/certification/certification.csv
 
 lint: venv

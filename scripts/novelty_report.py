@@ -235,11 +235,16 @@ def sample_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def figures(files: list[Path], out: Path, method: str) -> list[Path]:
-    """One figure per (benchmark, detector, batch scenario): its first saved trial, first seed."""
+def figures(
+    files: list[Path], out: Path, method: str, novelty_methods: list[str] | None = None
+) -> list[Path]:
+    """One figure per (benchmark, detector, batch scenario): its first saved trial, first seed;
+    only for the novelty methods listed (``detector`` = ``<detector>+<method>``; None: all)."""
     if not files:
         return []
     df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    if novelty_methods:
+        df = df[df["detector"].str.partition("+")[2].isin(novelty_methods)]
     written = []
     for (bench, det, scen), g in df.groupby(["benchmark", "detector", "scenario"]):
         first = g.sort_values(["seed", "run_id", "trial"]).iloc[0]
@@ -262,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         "--samples", nargs="*", type=Path, default=None, help=f"{SAMPLES} files or folders"
     )
     p.add_argument("--projection", choices=("pca", "tsne"), default="pca")
+    p.add_argument(
+        "--methods",
+        nargs="*",
+        default=None,
+        help="novelty methods (conf/novelty/) to draw figures for (default: all)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     args = p.parse_args(argv)
     require_clean_tree(args.out, "novelty_report.py")
@@ -272,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("wrote %s", path)
     if not args.quiet:
         print(text)
-    for f in figures(sample_files(args.samples or args.results), args.out, args.projection):
+    files = sample_files(args.samples or args.results)
+    for f in figures(files, args.out, args.projection, args.methods):
         log.info("wrote %s", f)
     return 0
 

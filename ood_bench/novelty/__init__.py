@@ -22,39 +22,40 @@ Post hoc, on a frozen network, without retraining. Given a batch of m test sampl
    ID data is clustered with them, so the known classes form their own clusters and a single
    new class stands apart instead of being "the whole data" (HDBSCAN's failure mode with one
    group); a cluster that is not compact is re-clustered (``refine``).
-5. **Decide per cluster** whether it is a new class:
+5. **Decide per cluster**: the *candidates* are the clusters that are
 
    - *not known*: at most ``max_id_frac`` of its points are ID reference samples;
    - *large*: at least ``min_size`` rejected samples;
-   - *certified*: more rejections than false alarms can explain, size - j* >= ``min_certified``
-     (j* bounds the false rejections in the whole batch, so in any cluster);
    - *compact*: median distance to its centroid no larger than a quantile (default: the max)
      of the ID classes' own dispersions, measured the same way in the same embedding on the
      held-out ID data;
-   - *low-level typical* (optional): at most ``max_frac`` of its members have a small conformal
-     p-value of a first-layer statistic. A new class of the same domain shares the ID data's
-     low-level statistics; sensor noise and other domains do not — and pooled features of
-     i.i.d. noise concentrate (law of large numbers), so noise is as *compact* as a class and
-     only this criterion tells them apart (measured on digits: noise and photo patches 96-100 %
-     atypical, digits 6-9 3-11 %).
+   - *low-level typical* (``domain: same``, the default): at most ``max_frac`` of its members
+     have a small conformal p-value of a first-layer statistic. A new class of the same domain
+     shares the ID data's low-level statistics; sensor noise and other domains do not — and
+     pooled features of i.i.d. noise concentrate (law of large numbers), so noise is as
+     *compact* as a class and only this criterion tells them apart. ``domain: any`` counts
+     another domain as a new class (the criterion is then evidence only).
 
-   ``certify: each`` requires every counted cluster to be certified (a simultaneous statement:
-   each declared class holds true outliers); ``certify: any`` (default) requires one certified
-   cluster for the decision and counts the other clusters that meet the remaining criteria (the
-   worst case of every false alarm in one cluster otherwise hides classes smaller than j*).
-   "New class present" = at least one cluster is declared; the number declared is the
-   estimated number of new classes.
+6. **Certify**: ``certify: union`` (default) declares the candidates when together they hold
+   more rejections than false alarms can explain, sum of sizes - j* >= ``min_certified`` — a
+   class split into fragments is certified as a whole; ``any``: one candidate alone must,
+   then the others count; ``each``: every declared candidate must (a simultaneous statement).
+   "New class present" = at least one candidate declared; their number estimates the number
+   of new classes.
+7. **Assign** (``assign``): each rejected sample the clustering left out joins the nearest
+   declared class when nearer to it than to every known class (the decision is unchanged).
 
-Guarantee: with only ID data in the batch (and min_certified >= 1), a declaration needs a
-cluster larger than j*; when R <= q(m), j* = R, so it needs R > q(m): P(false declaration) <=
-P(R > q(m)) <= level, exactly (Beta-binomial), whatever the embedding and the clustering.
-Outliers that are not a class (noise) are genuine rejections: no counting argument can help,
-and the structural criteria carry the decision; the ``control_noise`` scenario measures their
-false-alarm rate.
+Guarantee: with only ID data in the batch (and min_certified >= 1), a declaration needs a set
+of rejections larger than j*; when R <= q(m), j* = R, so it needs R > q(m): P(false
+declaration) <= P(R > q(m)) <= level, exactly (Beta-binomial), whatever the embedding, the
+clustering and the rule (union, any, each). Outliers that are not a class (noise) are genuine
+rejections: no counting argument can help, and the structural criteria carry the decision;
+the ``control_noise`` scenario measures their false-alarm rate.
 
 Modules: :mod:`~ood_bench.novelty.bound` (the count), :mod:`~ood_bench.novelty.embedding`,
 :mod:`~ood_bench.novelty.clustering`, :mod:`~ood_bench.novelty.decision` (the method,
-:class:`NoveltyDetector`) with :mod:`~ood_bench.novelty.result`; the harness apart from the
+:class:`NoveltyDetector`) with :mod:`~ood_bench.novelty.result`, :mod:`~ood_bench.novelty.simulation`
+(the certification's level and power by simulation); the harness apart from the
 method: :mod:`~ood_bench.novelty.sample`, :mod:`~ood_bench.novelty.scenarios` and
 :mod:`~ood_bench.novelty.evaluation`.
 """

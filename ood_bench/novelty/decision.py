@@ -300,9 +300,9 @@ class NoveltyDetector:
     ) -> np.ndarray:
         """Labels with each rejected sample the density clustering left out (-1 there) moved
         to the nearest declared class's centroid, when that centroid is nearer than the
-        nearest known class's (held-out ID reference, same space). HDBSCAN leaves the sparse
-        part of a class unclustered (measured on MNIST 5-9: 60 % of the rejections), which
-        the decision rightly ignores but the recovered classes should not."""
+        nearest known class's (held-out ID reference, same space). HDBSCAN labels the sparse
+        part of a class as noise, which the decision rightly ignores but the recovered classes
+        should not."""
         new = [c.label for c in clusters if c.is_new]
         free = found.labels < 0
         if not new or not free.any():
