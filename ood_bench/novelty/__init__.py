@@ -54,8 +54,9 @@ the ``control_noise`` scenario measures their false-alarm rate.
 
 Modules: :mod:`~ood_bench.novelty.bound` (the count), :mod:`~ood_bench.novelty.embedding`,
 :mod:`~ood_bench.novelty.clustering`, :mod:`~ood_bench.novelty.decision` (the method,
-:class:`NoveltyDetector`) with :mod:`~ood_bench.novelty.result`, :mod:`~ood_bench.novelty.simulation`
-(the certification's level and power by simulation); the harness apart from the
+:class:`NoveltyDetector`) with :mod:`~ood_bench.novelty.result`,
+:mod:`~ood_bench.novelty.simulation` (the certification's level and power by simulation); the
+harness apart from the
 method: :mod:`~ood_bench.novelty.sample`, :mod:`~ood_bench.novelty.scenarios` and
 :mod:`~ood_bench.novelty.evaluation`.
 """

@@ -25,7 +25,8 @@ def tap_layers(feats: Features, reduction: str) -> list[str]:
 
 def resolve_layers(feats: Features, layers: str | Sequence[str] | None, reduction: str) -> list:
     """Feature keys for a layer spec: a list of tap names (``penultimate`` allowed), or
-    ``first`` (the first tapped layer), ``middle`` (all but the first and the last), ``all``."""
+    ``first`` (the first tapped layer), ``early`` (the first two), ``middle`` (all but the
+    first and the last), ``all``."""
     keys = tap_layers(feats, reduction)
     if layers is None or isinstance(layers, str):
         return _named_layers(keys, layers or "all")
@@ -36,13 +37,15 @@ def _named_layers(keys: list[str], spec: str) -> list[str]:
     """The tap keys a named spec (``first``, ``middle``, ``all``, ``penultimate``) stands for."""
     if spec == "first":
         return keys[:1]
+    if spec == "early":
+        return keys[:2]
     if spec == "middle":
         return keys[1:-1] if len(keys) > 2 else keys[-1:]
     if spec == "all":
         return keys
     if spec == "penultimate":
         return ["penultimate"]
-    raise ConfigError(f"layers={spec!r}: give a list of taps or first / middle / all")
+    raise ConfigError(f"layers={spec!r}: give a list of taps or first / early / middle / all")
 
 
 def _listed_layers(feats: Features, keys: list[str], layers: Sequence[str]) -> list[str]:
