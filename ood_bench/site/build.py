@@ -57,8 +57,8 @@ class Page:
 
 def ticks(text: str) -> Markup:
     """Plain text, escaped, with `code` in backticks as <code>."""
-    parts = str(escape(text)).split("`")
-    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))  # every part was escaped above
+    parts = str(escape(text)).split("`")  # every part is escaped here
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
 
 
 def overview(res: data.Results, lb: pd.DataFrame, bm: pd.DataFrame, href: str) -> Page:

@@ -45,11 +45,10 @@ class Figure:
                 ppm, _, unit = struct.unpack(">IIB", self.data[at + 4 : at + 13])
                 dpi = ppm * 0.0254 if unit == 1 else dpi
             return round(w * 96 / dpi), round(h * 96 / dpi)
-        head = self.data[:2000].decode(errors="replace")
-        w_pt, h_pt = (
-            float(re.search(rf'{k}="([0-9.]+)pt"', head).group(1)) for k in ("width", "height")
-        )  # type: ignore[union-attr]
-        return round(w_pt * 4 / 3), round(h_pt * 4 / 3)
+        m = re.search(r'width="([0-9.]+)pt" height="([0-9.]+)pt"', self.data[:2000].decode())
+        if m is None:
+            raise ValueError(f"{self.path}: neither a PNG nor an SVG with its size in pt")
+        return round(float(m.group(1)) * 4 / 3), round(float(m.group(2)) * 4 / 3)
 
 
 def svg(fig: plt.Figure) -> bytes:
