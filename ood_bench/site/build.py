@@ -89,8 +89,9 @@ def overview(res: data.Results, lb: pd.DataFrame, bm: pd.DataFrame, href: str) -
         FPR95_NOTE,
         "Score ÷ forward: scoring time per sample over the backbone's forward time per sample "
         "(median over the sweep's jobs; the one-run column is `scripts/bench_scoring.py`). "
-        f"Realised FPR at α = {data.ALPHA:g}: ID test rejected at that level by a p-value "
-        "detector, pooled over seeds, [exact 95 % interval], and whether α holds.",
+        f"p-values: `no` for a detector that gives scores only; for one that gives calibrated "
+        f"(conformal) p-values, the realised FPR at α = {data.ALPHA:g}: the ID test rejected at "
+        "that level, mean ± std over seeds (the Validity page has every level and the check).",
     ]
     return Page("index.html", "Overview", sections, intro)
 
