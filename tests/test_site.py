@@ -52,7 +52,7 @@ def test_committed_site_is_what_the_results_give(built: Path):
     changed = sorted(f for f in set(new) & set(old) if new[f] != old[f])
     assert not (missing or extra or changed), (
         f"results/site is out of date (missing {missing}, stale {extra}, changed {changed}); "
-        "run: make report"
+        "run: make report (the SVGs also change with the matplotlib version)"
     )
 
 

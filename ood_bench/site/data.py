@@ -20,21 +20,14 @@ GROUPS = ("near", "far", "all")
 ALPHA = 0.05  # the level the leaderboard reports the realised FPR at
 PREFIXES = ("pood_", "openood_", "stat_")  # the libraries' option prefixes
 
-# detector family by method name (the option without its library prefix)
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "conformal p-value": ("stat",),
-    "softmax / logit": (
-        "msp maxlogit mls energy ebo entropy gen temperaturescaling temp_scaling klmatching "
-        "klm dropout weightedebo mcm mcd openmax"
-    ).split(),
-    "input gradient": "odin iodin mahalanobisodin gradnorm graduncertainty".split(),
-    "activation shaping": (
-        "ash dice react scale vra lts rankfeat adascale_a adascale_l t2fnorm"
-    ).split(),
-    "feature distance": (
-        "mahalanobis mds mds_ensemble multimahalanobis rmd rmds knn cider npos reweightood gmm "
-        "she nnguide relation vim residual nci fdbd gram grood ssd cfood pnml nacue"
-    ).split(),
+# detector family → method names (the options without their library prefix), space-separated
+FAMILIES: dict[str, str] = {
+    "softmax / logit": "msp maxlogit mls energy ebo entropy gen temperaturescaling temp_scaling "
+    "klmatching klm dropout weightedebo mcm mcd openmax",
+    "input gradient": "odin iodin mahalanobisodin gradnorm graduncertainty",
+    "activation shaping": "ash dice react scale vra lts rankfeat adascale_a adascale_l t2fnorm",
+    "feature distance": "mahalanobis mds mds_ensemble multimahalanobis rmd rmds knn cider npos "
+    "reweightood gmm she nnguide relation vim residual nci fdbd gram grood ssd cfood pnml nacue",
 }
 
 
@@ -45,7 +38,7 @@ def family(detector: str) -> str:
     method = detector.split("+", 1)[0]
     for prefix in PREFIXES:
         method = method.removeprefix(prefix)
-    return next((f for f, names in FAMILIES.items() if method in names), "other")
+    return next((f for f, names in FAMILIES.items() if method in names.split()), "other")
 
 
 @dataclass
@@ -128,7 +121,7 @@ def group_stats(df: pd.DataFrame) -> pd.DataFrame:
         a = a[a["ood_group"] == "mean"].assign(group=lambda x: x["ood_dataset"].str[5:])
         w = a.set_index(KEYS + ["group"])[["mean", "std", "n_seeds"]].unstack("group")
         for stat, suffix in (("mean", ""), ("std", "_std"), ("n_seeds", "_n")):
-            cols = {g: w[stat][g] if g in w[stat] else np.nan for g in GROUPS}
+            cols = {g: w[stat].get(g, np.nan) for g in GROUPS}
             near, far = pd.Series(cols["near"], index=w.index), pd.Series(cols["far"], w.index)
             every = pd.Series(cols["all"], index=w.index)
             every = every.fillna(far.where(near.isna())).fillna(near.where(far.isna()))
