@@ -37,7 +37,7 @@ CIFAR_OPENOOD ?= openood_knn,openood_rmds,openood_ash,openood_scale
 EXPECTED_FAILURES := allow_failures=true
 NO_FAILURES       := allow_failures=false
 
-.PHONY: venv demo test test-slow test-openood lint paper clean openood novelty
+.PHONY: venv demo test test-slow test-openood test-browser lint paper report clean openood novelty
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 2; }
@@ -90,6 +90,11 @@ test: venv
 # the slow tests (kill-and-resume of a sweep, submitit's local executor): run by CI after `test`
 test-slow: venv
 	$(PY) -m pytest -m slow
+
+# the results site in headless Chromium (Debian's chromium + chromium-driver, selenium from the dev
+# extras); they skip, naming the install command, where the browser is missing
+test-browser: venv
+	$(PY) -m pytest -m browser tests/test_site_browser.py
 
 # the tests that need OpenOOD (slow ones included): run by CI after `make openood`
 OPENOOD_TESTS ?= tests/test_openood.py tests/test_report.py tests/test_libcompare.py
@@ -154,6 +159,7 @@ paper: venv
 	$(PY) scripts/make_figures.py results/raw --out results/figures \
 	  --roc digits:stat_maha_cauchy,stat_masf,pood_mahalanobis,pood_msp
 	$(PY) scripts/compare_libraries.py results/raw --out results/libraries --run-tests --quiet
+	$(MAKE) report
 	$(PY) scripts/sync_docs.py
 
 # novelty detection (docs/novelty.md): the recommended detector with the default method
@@ -200,6 +206,11 @@ novelty: venv
 	  outputs/novelty_mnist_split outputs/novelty_cifar10_split --out results/novelty --quiet \
 	  --methods hdbscan hdbscan_any_domain near_ood
 	$(PY) scripts/novelty_certification.py --out results/novelty/certification/certification.csv
+
+# the results site (docs/site.md): static HTML from the CSVs under results/; open
+# results/site/index.html
+report: venv
+	PYTHONPATH=$(CURDIR) $(PY) scripts/make_report.py results --out results/site
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

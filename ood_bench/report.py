@@ -99,18 +99,25 @@ def _group_order(col: pd.Series) -> pd.Series:
     return col.map(lambda v: order.get(v, 2)) if col.name == "ood_group" else col
 
 
-def id_accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Backbone ID test accuracy (%) per benchmark / backbone, mean ± std."""
+def id_accuracy(df: pd.DataFrame) -> pd.DataFrame:
+    """Backbone ID test accuracy (fraction) per (benchmark, backbone): ``mean``, ``std`` and
+    ``seeds`` over the seeds' checkpoints."""
     d = ok_rows(df)
     # one value per backbone checkpoint: every detector of a seed shares it
     d = d[d["metric"] == "id_acc"].drop_duplicates(["benchmark", "backbone", "seed"])
     g = d.groupby(["benchmark", "backbone"])["value"]
+    return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "seeds": g.count()})
+
+
+def id_accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Backbone ID test accuracy (%) per benchmark / backbone, mean ± std."""
+    acc = id_accuracy(df)
     out = pd.DataFrame(
         {
             "ID accuracy (%)": [
-                fmt_mean_std(m, s) for m, s in zip(g.mean(), g.std(ddof=1), strict=True)
+                fmt_mean_std(m, s) for m, s in zip(acc["mean"], acc["std"], strict=True)
             ],
-            "seeds": g.count(),
+            "seeds": acc["seeds"],
         }
     )
     out.index = plain_labels(out.index)
@@ -156,8 +163,9 @@ def validity_table(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def runtime_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Fit time, score time per sample, and score time relative to one forward pass."""
+def runtime_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Job-level metrics per (benchmark, backbone, detector, seed), one column each, with
+    ``ratio`` = score time over forward time per sample; empty without timing rows."""
     d = ok_rows(df)
     d = d[(d["ood_dataset"] == "")]
     wide = d.pivot_table(
@@ -166,6 +174,14 @@ def runtime_table(df: pd.DataFrame) -> pd.DataFrame:
     if wide.empty or "score_ms_per_sample" not in wide:
         return pd.DataFrame()
     wide["ratio"] = wide["score_ms_per_sample"] / wide["forward_ms_per_sample"]
+    return wide
+
+
+def runtime_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Fit time, score time per sample, and score time relative to one forward pass."""
+    wide = runtime_frame(df)
+    if wide.empty:
+        return pd.DataFrame()
     g = wide.groupby(level=["benchmark", "backbone", "detector"])
     out = pd.DataFrame(
         {

@@ -23,9 +23,8 @@ from sklearn.metrics import RocCurveDisplay
 
 from ood_bench.config import build, compose
 from ood_bench.environment import require_clean_tree
-from ood_bench.figures import reproducible, save_fig
+from ood_bench.figures import calibration_plots, reproducible, robustness_plots, save_fig
 from ood_bench.pipeline import prepare
-from ood_bench.report import ok_rows, robustness_frame
 from ood_bench.results import read_results
 
 log = logging.getLogger("make_figures")
@@ -34,73 +33,20 @@ log = logging.getLogger("make_figures")
 def robustness_figures(df: pd.DataFrame, out: Path) -> list[str]:
     """Per benchmark: mean AUROC and corrupted-ID rejection at α = 0.05 vs severity, one
     panel per corruption (severity 0 = clean); returns the figure names."""
-    r = robustness_frame(df)
-    made = []
-    for bench, sub in r.groupby("benchmark"):
-        shifted = sub[sub["corruption"] != "none"]
-        if shifted.empty:
-            continue
-        clean = sub[sub["corruption"] == "none"]
-        for value, label, name in (
-            ("auroc", "mean AUROC over OOD sets", "robustness_auroc"),
-            ("fpr_at_0.05", "corrupted ID rejected at α=0.05", "robustness_fpr"),
-        ):
-            data = shifted.dropna(subset=[value])
-            if data.empty:
-                continue
-            corrs = sorted(data["corruption"].unique())
-            fig, axes = plt.subplots(
-                1, len(corrs), figsize=(3.2 * len(corrs), 3), sharey=True, squeeze=False
-            )
-            for ax, corr in zip(axes[0], corrs, strict=True):
-                for det, d in data[data["corruption"] == corr].groupby("detector"):
-                    base = clean[clean["detector"] == det][value].dropna()
-                    pts = d.groupby("severity")[value].agg(["mean", "std"])
-                    xs = ([0] if len(base) else []) + pts.index.astype(int).tolist()
-                    ys = ([base.mean()] if len(base) else []) + pts["mean"].tolist()
-                    ax.plot(xs, ys, marker="o", ms=3, label=det)
-                ax.set_title(corr, fontsize=9)
-                ax.set_xlabel("severity (0 = clean)")
-                ax.set_xticks(range(0, 6))
-            axes[0][0].set_ylabel(label)
-            axes[0][-1].legend(fontsize=6, loc="best")
-            fig.suptitle(f"{bench}: {label} vs corruption severity", fontsize=10, y=1.02)
-            save_fig(fig, out, f"{bench}_{name}")
-            made.append(f"{bench}_{name}")
-    return made
+    return _save_all(robustness_plots(df), out)
 
 
 def calibration_figure(df: pd.DataFrame, out: Path) -> list[str]:
     """Per benchmark: realised ID test rejection vs α per p-value detector (mean ± std over
     seeds); returns the figure names."""
-    d = ok_rows(df)
-    d = d[d["metric"].str.startswith("fpr_at_")]
-    if d.empty:
-        return []
-    d = d.assign(alpha=d["metric"].str.removeprefix("fpr_at_").astype(float))
-    made = []
-    for bench, sub in d.groupby("benchmark"):
-        fig, ax = plt.subplots(figsize=(4, 3.4))
-        top = sub["alpha"].max() * 1.2
-        ax.plot([0, top], [0, top], "k--", lw=1, label="FPR = α")
-        for det, dd in sub.groupby("detector"):
-            pts = dd.groupby("alpha")["value"].agg(["mean", "std"])
-            ax.errorbar(
-                pts.index,
-                pts["mean"],
-                yerr=pts["std"].fillna(0),
-                marker="o",
-                ms=3,
-                capsize=2,
-                label=det,
-            )
-        ax.set_xlabel("α")
-        ax.set_ylabel("ID test rejected (mean ± std over seeds)")
-        ax.set_title(f"{bench}: calibration of p-values", fontsize=10)
-        ax.legend(fontsize=6)
-        save_fig(fig, out, f"{bench}_pvalue_calibration")
-        made.append(f"{bench}_pvalue_calibration")
-    return made
+    return _save_all(calibration_plots(df), out)
+
+
+def _save_all(figs: list[tuple[str, plt.Figure]], out: Path) -> list[str]:
+    """Save each (name, figure) as PNG + PDF into ``out``; returns the names."""
+    for name, fig in figs:
+        save_fig(fig, out, name)
+    return [name for name, _ in figs]
 
 
 def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:

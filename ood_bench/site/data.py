@@ -1,0 +1,265 @@
+"""The numbers of the site, as frames of fractions (formatting is the tables' job), computed
+from the files under a results folder with :mod:`ood_bench.report` and :mod:`ood_bench.summary`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ood_bench import report
+from ood_bench.errors import DataError
+from ood_bench.results import NOVELTY_METRICS, backbone_conflicts, one_result_per_job, read_results
+
+KEYS = ["benchmark", "backbone", "detector"]
+PERF = ("auroc", "fpr95_id", "fpr95_ood")
+GROUPS = ("near", "far", "all")
+ALPHA = 0.05  # the level the leaderboard reports the realised FPR at
+PREFIXES = ("pood_", "openood_", "stat_")  # the libraries' option prefixes
+
+# detector family → method names (the options without their library prefix), space-separated
+FAMILIES: dict[str, str] = {
+    "softmax / logit": "msp maxlogit mls energy ebo entropy gen temperaturescaling temp_scaling "
+    "klmatching klm dropout weightedebo mcm mcd openmax",
+    "input gradient": "odin iodin mahalanobisodin gradnorm graduncertainty",
+    "activation shaping": "ash dice react scale vra lts rankfeat adascale_a adascale_l t2fnorm",
+    "feature distance": "mahalanobis mds mds_ensemble multimahalanobis rmd rmds knn cider npos "
+    "reweightood gmm she nnguide relation vim residual nci fdbd gram grood ssd cfood pnml nacue",
+}
+
+
+def family(detector: str) -> str:
+    """The detector's family: how it scores (``other`` when unknown)."""
+    if detector.startswith("stat_"):
+        return "conformal p-value"
+    method = detector.split("+", 1)[0]
+    for prefix in PREFIXES:
+        method = method.removeprefix(prefix)
+    return next((f for f, names in FAMILIES.items() if method in names.split()), "other")
+
+
+@dataclass
+class Results:
+    """The results folder read once: ``df`` holds every row of ``raw/*.csv`` (one result per
+    job) with a ``source`` column naming its file relative to ``root``."""
+
+    root: Path
+    df: pd.DataFrame
+
+    def file_exists(self, rel: str) -> bool:
+        """Whether the results folder holds the file ``rel``."""
+        return (self.root / rel).is_file()
+
+
+def read_tidy(root: Path, files: list[Path]) -> pd.DataFrame:
+    """The result CSVs ``files`` (ood_bench's schema), one result per job, each row with its
+    ``source`` (path relative to ``root``)."""
+    frames = [read_results(f).assign(source=f.relative_to(root).as_posix()) for f in files]
+    return one_result_per_job(pd.concat(frames, ignore_index=True))
+
+
+def load(root: str | Path) -> Results:
+    """Read ``root/raw/*.csv``; a clear error when the folder or its CSVs are missing, or when
+    one backbone name holds results of several checkpoints."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"no results folder at {root}: give the folder that holds raw/*.csv (e.g. results)"
+        )
+    files = sorted((root / "raw").glob("*.csv"))
+    if not files:
+        raise DataError(
+            f"no CSV under {root / 'raw'}: run the sweeps and scripts/collect.py first "
+            "(make paper), or give the results folder of the repository"
+        )
+    df = read_tidy(root, files)
+    conflicts = backbone_conflicts(df)
+    if len(conflicts):
+        raise DataError(
+            f"{root / 'raw'} mixes backbone checkpoints under one name "
+            f"({len(conflicts)} benchmark/backbone/seed): scripts/make_tables.py says which; "
+            "collect one checkpoint's results"
+        )
+    return Results(root, df)
+
+
+def benchmarks(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (benchmark, backbone): ID dataset, OOD sets per group, detectors, seeds,
+    ID accuracy (mean, std over seeds) and the source files."""
+    d = report.ok_rows(df)
+    acc = report.id_accuracy(df)
+    rows = []
+    for (bench, bb), g in d.groupby(["benchmark", "backbone"]):
+        sets = g[g["ood_dataset"] != ""].drop_duplicates("ood_dataset")
+        rows.append(
+            {
+                "benchmark": bench,
+                "backbone": bb,
+                "id_dataset": g["id_dataset"].iloc[0],
+                "near": sorted(sets.loc[sets["ood_group"] == "near", "ood_dataset"]),
+                "far": sorted(sets.loc[sets["ood_group"] == "far", "ood_dataset"]),
+                "detectors": g["detector"].nunique(),
+                "seeds": g["seed"].nunique(),
+                "id_acc": acc.at[(bench, bb), "mean"] if (bench, bb) in acc.index else np.nan,
+                "id_acc_std": acc.at[(bench, bb), "std"] if (bench, bb) in acc.index else np.nan,
+                "sources": sorted(g["source"].unique()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def group_stats(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, backbone, detector): ``<metric>_<group>`` mean, ``…_std`` and
+    ``…_n`` (seeds) for the metrics of :data:`PERF` and the groups near, far and all, straight
+    from :func:`ood_bench.report.aggregate`. A benchmark with one OOD group has ``all`` = it."""
+    out = []
+    for metric in PERF:
+        a = report.aggregate(df, metric)
+        a = a[a["ood_group"] == "mean"].assign(group=lambda x: x["ood_dataset"].str[5:])
+        w = a.set_index(KEYS + ["group"])[["mean", "std", "n_seeds"]].unstack("group")
+        for stat, suffix in (("mean", ""), ("std", "_std"), ("n_seeds", "_n")):
+            cols = {g: w[stat].get(g, np.nan) for g in GROUPS}
+            near, far = pd.Series(cols["near"], index=w.index), pd.Series(cols["far"], w.index)
+            every = pd.Series(cols["all"], index=w.index)
+            every = every.fillna(far.where(near.isna())).fillna(near.where(far.isna()))
+            for g, s in (("near", near), ("far", far), ("all", every)):
+                out.append(s.rename(f"{metric}_{g}{suffix}"))
+    return pd.concat(out, axis=1)
+
+
+def scoring_cost(root: Path) -> pd.Series:
+    """Score time over forward time from ``runtime/scoring_cost.csv`` (one run of
+    scripts/bench_scoring.py), indexed by (backbone, detector); empty without the file."""
+    path = root / "runtime" / "scoring_cost.csv"
+    if not path.is_file():
+        return pd.Series(dtype=float)
+    d = pd.read_csv(path)
+    d["backbone"] = d["backbone"].str.split(" (", n=1, regex=False).str[0]
+    return d.set_index(["backbone", "detector"])["score/forward"]
+
+
+def leaderboard(res: Results) -> pd.DataFrame:
+    """One row per (benchmark, backbone, detector): library, family, seeds, AUROC and both
+    FPR95 readings per group (mean, std over seeds), the score cost relative to the forward pass
+    (median over the sweep's jobs, and the one-run measurement where there is one), whether the
+    detector gives calibrated p-values and its realised FPR at :data:`ALPHA` (mean, std over seeds),
+    and the source files."""
+    df = res.df
+    d = report.ok_rows(df)
+    out = group_stats(df)
+    out = out[out["auroc_all"].notna()]
+    info = d.groupby(KEYS).agg(library=("library", "first"))
+    out = info.join(out, how="inner")
+    out.insert(1, "family", [family(k[2]) for k in out.index])
+    out["seeds"] = out["auroc_all_n"].astype(int)
+    run = report.runtime_frame(df)
+    out["cost"] = run["ratio"].groupby(level=KEYS).median() if len(run) else np.nan
+    bench = scoring_cost(res.root)
+    out["cost_bench"] = [bench.get((bb, det), np.nan) for _, bb, det in out.index]
+    fpr = d[(d["metric"] == f"fpr_at_{ALPHA:g}") & (d["ood_dataset"] == "")]
+    fpr = fpr.groupby(KEYS)["value"].agg(["mean", "std"]).reindex(out.index)
+    out["pvalues"] = fpr["mean"].notna()
+    out["alpha_fpr"], out["alpha_fpr_std"] = fpr["mean"], fpr["std"]
+    used = d[d["corruption"] == "none"]
+    out["sources"] = used.groupby(KEYS)["source"].agg(lambda s: tuple(sorted(set(s))))
+    return out.sort_values("auroc_all", ascending=False, kind="stable")
+
+
+def with_library(frame: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (with the columns of :data:`KEYS`) with each detector's ``library``."""
+    lib = report.ok_rows(df, clean=False).groupby(KEYS)["library"].first().reset_index()
+    return frame.merge(lib, on=KEYS, how="left")
+
+
+def per_set(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (benchmark, backbone, detector, OOD group, OOD set): AUROC, AUPR-out and
+    both FPR95 readings, mean and std over seeds, and the number of seeds."""
+    parts = []
+    for metric in (*PERF, "aupr_out"):
+        a = report.aggregate(df, metric)
+        a = a[a["ood_group"] != "mean"].set_index(KEYS + ["ood_group", "ood_dataset"])
+        parts += [a["mean"].rename(metric), a["std"].rename(f"{metric}_std")]
+        if metric == "auroc":
+            parts.append(a["n_seeds"].rename("seeds"))
+    return with_library(pd.concat(parts, axis=1).reset_index(), df)
+
+
+def robustness(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, backbone, detector, corruption, severity) of the detectors that were
+    run under corruption: mean AUROC over OOD sets, ID accuracy and the corrupted ID rejected
+    at α = 0.05 (p-value detectors), mean and std over seeds, and the seeds."""
+    r = report.robustness_frame(df)
+    shifted = r.loc[r["corruption"] != "none", KEYS].drop_duplicates()
+    r = r.merge(shifted, on=KEYS)
+    keys = KEYS + ["corruption", "severity"]
+    g = r.groupby(keys)
+    out = g[["auroc", "id_acc", "fpr_at_0.05"]].agg(["mean", "std"])
+    out.columns = [f"{m}{'' if s == 'mean' else '_std'}" for m, s in out.columns]
+    out["seeds"] = g["seed"].nunique()
+    return with_library(out.reset_index(), df)
+
+
+def pvalue_levels(df: pd.DataFrame) -> pd.DataFrame:
+    """Realised FPR at every level α of the p-value detectors, per (benchmark, backbone,
+    detector, calib_source, α): mean, std and seeds, with the ID test size per seed."""
+    d = report.ok_rows(df)
+    d = d[d["metric"].str.startswith("fpr_at_") & (d["ood_dataset"] == "")]
+    d = d.assign(alpha=d["metric"].str.removeprefix("fpr_at_").astype(float))
+    g = d.groupby(KEYS + ["calib_source", "alpha"])
+    out = g["value"].agg(mean="mean", std="std", seeds="count")
+    out["n_id"] = g["n_id"].median()
+    return with_library(out.reset_index(), df)
+
+
+def novelty(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Every novelty row under ``root/novelty/*.csv`` as (benchmark, backbone, detector,
+    scenario, metric, mean, std, seeds), whatever scenarios the files hold; also the files."""
+    files = sorted((root / "novelty").glob("*.csv"))
+    if not files:
+        return pd.DataFrame(), []
+    df = report.ok_rows(read_tidy(root, files))
+    d = df[(df["ood_group"] == "novelty") & df["metric"].isin(NOVELTY_METRICS)]
+    g = d.groupby(KEYS + ["ood_dataset", "metric"])["value"]
+    out = g.agg(mean="mean", std="std", seeds="count").reset_index()
+    return out.rename(columns={"ood_dataset": "scenario"}), sorted(d["source"].unique())
+
+
+def calibration_curves(root: Path) -> dict[str, pd.DataFrame]:
+    """The realised-FPR-vs-α curves of ``analysis/*/calibration.csv`` (alpha, fpr, band_lo,
+    band_hi; per benchmark when the file says), by path relative to ``root``."""
+    return {
+        f.relative_to(root).as_posix(): pd.read_csv(f)
+        for f in sorted((root / "analysis").glob("*/calibration.csv"))
+    }
+
+
+def library_defaults(root: Path) -> pd.DataFrame:
+    """``libraries/defaults.csv``: per (method, variant, detector, setting) the AUROC averaged
+    over the OOD sets, then mean and std over seeds."""
+    path = root / "libraries" / "defaults.csv"
+    if not path.is_file():
+        return pd.DataFrame()
+    d = pd.read_csv(path, keep_default_na=False)
+    keys = ["method", "variant", "detector", "setting"]
+    per_seed = d.groupby(keys + ["seed"], sort=False)["auroc"].mean()
+    g = per_seed.groupby(level=keys, sort=False)
+    return g.agg(mean="mean", std="std", seeds="count").reset_index()
+
+
+def crosscheck(root: Path) -> pd.DataFrame:
+    """``crosscheck/openood_crosscheck_<benchmark>.csv``: per (benchmark, method, variant) the
+    mean AUROC of each library over the OOD sets and the largest per-set difference."""
+    frames = [
+        pd.read_csv(f).assign(benchmark=f.stem.removeprefix("openood_crosscheck_"))
+        for f in sorted((root / "crosscheck").glob("openood_crosscheck_*.csv"))
+    ]
+    if not frames:
+        return pd.DataFrame()
+    d = pd.concat(frames, ignore_index=True)
+    g = d.groupby(["benchmark", "method", "variant"], sort=False)
+    return g.agg(
+        pood=("auroc_pood", "mean"), openood=("auroc_openood", "mean"), diff=("abs_diff", "max")
+    ).reset_index()

@@ -1,0 +1,525 @@
+"""The site's tables: frames of :mod:`ood_bench.site.data` as cells with display text, a sort
+key and filter attributes, each table naming its source files (the templates render them as
+plain HTML; ``static/site.js`` only adds sorting and filtering)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ood_bench.report import fmt_mean_std
+from ood_bench.results import METRICS
+from ood_bench.site.data import ALPHA, family
+from ood_bench.site.sources import Source
+
+# novelty metrics that are counts (the others are rates, shown in percent)
+COUNTS = {
+    "n_trials",
+    "n_new_est",
+    "n_new_true",
+    "n_rejected",
+    "true_outliers",
+    "true_outliers_lb",
+    "stream_delay",
+    "stream_delay_median",
+}
+FILTER_LABELS = {"library": "library", "family": "detector family", "group": "OOD group"}
+NOVELTY_GROUP = "scenario kind"  # the novelty table's group: control or new classes
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: its text, the key it sorts by (numbers: a float as text; empty: last)."""
+
+    text: str
+    sort: str = ""
+    href: str = ""
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column: header, tooltip, whether it sorts as numbers, whether its cells wrap."""
+
+    label: str
+    title: str = ""
+    numeric: bool = False
+    wrap: bool = False
+
+
+@dataclass
+class Table:
+    """A table with its provenance; ``filters`` names the row attributes (``library``,
+    ``family``, ``group``, …) the page offers a filter for."""
+
+    id: str
+    caption: str
+    columns: list[Column]
+    rows: list[tuple[list[Cell], dict[str, str]]] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    filters: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def filter_labels(self) -> dict[str, str]:
+        """Filter attribute → the label of its menu."""
+        labels = FILTER_LABELS | ({"group": NOVELTY_GROUP} if self.id == "novelty" else {})
+        return {f: labels.get(f, f) for f in self.filters}
+
+
+def num(v: float) -> str:
+    """A sort key: the number in full precision, empty when missing."""
+    return "" if v is None or pd.isna(v) else f"{float(v):.6g}"
+
+
+def pct(mean: float, std: float = np.nan, digits: int = 1) -> Cell:
+    """A fraction as ``mean ± std`` in percent."""
+    return Cell(fmt_mean_std(mean, std, 100.0, digits), num(mean))
+
+
+def plain(v: float, digits: int = 2) -> Cell:
+    """A number with ``digits`` decimals (``–`` when missing)."""
+    return Cell("–" if pd.isna(v) else f"{v:.{digits}f}", num(v))
+
+
+def ratio(v: float) -> Cell:
+    """A ratio to two or three decimals (``< 0.001`` below that; ``–`` when missing)."""
+    if pd.isna(v):
+        return Cell("–")
+    shown = "< 0.001" if 0 < v < 0.0005 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
+    return Cell(shown, num(v))
+
+
+def amount(mean: float, std: float = np.nan) -> Cell:
+    """A count or mean count, ``mean ± std`` to at most two decimals (``30``, ``4.87``)."""
+
+    def short(v: float) -> str:
+        """At most two decimals, no trailing zeros."""
+        return f"{v:.2f}".rstrip("0").rstrip(".")
+
+    if pd.isna(mean):
+        return Cell("–")
+    return Cell(short(mean) + ("" if pd.isna(std) else f" ± {short(std)}"), num(mean))
+
+
+def measured(v: str) -> Cell:
+    """A measurement as written in a CSV: numbers to four significant digits, text as is."""
+    try:
+        x = float(v)
+    except ValueError:
+        return Cell(v)
+    return Cell(f"{x:.0f}" if x.is_integer() else f"{x:.4g}", num(x))
+
+
+def text(v: object) -> Cell:
+    """A text cell."""
+    return Cell(str(v))
+
+
+def count(v: float) -> Cell:
+    """An integer cell."""
+    return Cell("–" if pd.isna(v) else f"{int(v)}", num(v))
+
+
+def sources_of(paths: Iterable[str]) -> list[Source]:
+    """Sorted, distinct sources."""
+    return sorted({Source(p) for p in paths})
+
+
+def attrs(library: str, detector: str, group: str = "") -> dict[str, str]:
+    """The filter attributes of a detector's row."""
+    out = {"library": library, "family": family(detector)}
+    return out | ({"group": group} if group else {})
+
+
+def leaderboard_columns(groups: list[str]) -> list[Column]:
+    """The leaderboard's columns; AUROC for each OOD group of the benchmark (``all`` only when
+    it has more than one)."""
+    auroc = [
+        Column(
+            f"AUROC {g} (%)",
+            f"mean over the {'' if g == 'all' else g + ' '}OOD sets per seed, then mean ± std "
+            "over seeds",
+            True,
+        )
+        for g in groups
+    ]
+    return [
+        Column("detector"),
+        Column("library"),
+        Column("family", "how the detector scores (ood_bench.site.data.FAMILIES)"),
+        Column("seeds", "number of seeds the means are taken over", True),
+        *auroc,
+        Column("fpr95_id (%)", METRICS["fpr95_id"] + "; all OOD sets; lower is better", True),
+        Column("fpr95_ood (%)", METRICS["fpr95_ood"] + "; all OOD sets; lower is better", True),
+        Column(
+            "score ÷ forward, sweep",
+            "score time per sample over the backbone's forward time per sample, median over "
+            "the sweep's jobs (shared CPU cores: indicative)",
+            True,
+        ),
+        Column(
+            "score ÷ forward, one run",
+            "the same ratio measured in one run by scripts/bench_scoring.py "
+            "(results/runtime/scoring_cost.csv)",
+            True,
+        ),
+        Column(
+            f"p-values: realised FPR at α = {ALPHA:g} (%)",
+            "no: the detector gives scores only; otherwise it gives calibrated (conformal) "
+            "p-values: the fraction of ID test rejected at the level, mean ± std over seeds "
+            "(the validity page has every level and the check)",
+            True,
+        ),
+        Column("source", "the CSV files the row is computed from", wrap=True),
+    ]
+
+
+def leaderboard_groups(lb: pd.DataFrame) -> list[str]:
+    """The OOD groups a benchmark's leaderboard shows: those with results, and ``all``
+    when there are several."""
+    groups = [g for g in ("near", "far") if lb[f"auroc_{g}"].notna().any()]
+    return groups + ["all"] if len(groups) != 1 else groups
+
+
+def leaderboard_table(lb: pd.DataFrame, bench: str, backbone: str, href: str) -> Table:
+    """One benchmark's leaderboard (rows of :func:`ood_bench.site.data.leaderboard`)."""
+    groups = leaderboard_groups(lb)
+    t = Table(
+        f"leaderboard-{bench}-{backbone}",
+        f"{bench} · {backbone}: leaderboard, best mean AUROC over all OOD sets first",
+        leaderboard_columns(groups),
+        filters=("library", "family"),
+    )
+    used: set[str] = set()
+    for (_, _, det), r in lb.iterrows():
+        used.update(r["sources"])
+        cells = [
+            text(det),
+            text(r["library"]),
+            text(r["family"]),
+            count(r["seeds"]),
+            *(pct(r[f"auroc_{g}"], r[f"auroc_{g}_std"]) for g in groups),
+            pct(r["fpr95_id_all"], r["fpr95_id_all_std"]),
+            pct(r["fpr95_ood_all"], r["fpr95_ood_all_std"]),
+            ratio(r["cost"]),
+            ratio(r["cost_bench"]),
+            pct(r["alpha_fpr"], r["alpha_fpr_std"]) if r["pvalues"] else text("no"),
+            source_cell(r["sources"], href),
+        ]
+        t.rows.append((cells, attrs(r["library"], det)))
+    t.sources = sources_of(used)
+    return t
+
+
+def source_cell(paths: Iterable[str], href: str) -> Cell:
+    """A cell naming the source files of a row (a link when there is one file); ``href``:
+    the results folder as seen from the site."""
+    paths = sorted(paths)
+    names = ", ".join(p.rsplit("/", 1)[-1] for p in paths)
+    return Cell(names, names, f"{href}/{paths[0]}" if len(paths) == 1 else "")
+
+
+def benchmarks_table(bm: pd.DataFrame) -> Table:
+    """The benchmarks and their backbones with ID accuracy."""
+    t = Table(
+        "benchmarks",
+        "Benchmarks and backbones",
+        [
+            Column("benchmark"),
+            Column("backbone"),
+            Column("ID dataset"),
+            Column("near OOD sets"),
+            Column("far OOD sets"),
+            Column("detectors", "detector options with results", True),
+            Column("seeds", "", True),
+            Column("ID accuracy (%)", "backbone top-1 accuracy on ID test, mean ± std", True),
+        ],
+    )
+    for _, r in bm.iterrows():
+        t.rows.append(
+            (
+                [
+                    Cell(r["benchmark"], r["benchmark"], f"{r['benchmark']}.html"),
+                    text(r["backbone"]),
+                    text(r["id_dataset"]),
+                    text(", ".join(r["near"]) or "–"),
+                    text(", ".join(r["far"]) or "–"),
+                    count(r["detectors"]),
+                    count(r["seeds"]),
+                    pct(r["id_acc"], r["id_acc_std"]),
+                ],
+                {},
+            )
+        )
+    t.sources = sources_of(p for s in bm["sources"] for p in s)
+    return t
+
+
+def per_set_table(ps: pd.DataFrame, bench: str, sources: list[str]) -> Table:
+    """One benchmark's results per OOD set (rows of :func:`ood_bench.site.data.per_set`)."""
+    t = Table(
+        f"sets-{bench}",
+        f"{bench}: every detector on every OOD set",
+        [
+            Column("detector"),
+            Column("library"),
+            Column("family"),
+            Column("OOD set"),
+            Column("OOD group"),
+            Column("seeds", "", True),
+            Column("AUROC (%)", METRICS["auroc"], True),
+            Column("AUPR-out (%)", METRICS["aupr_out"], True),
+            Column("fpr95_id (%)", METRICS["fpr95_id"], True),
+            Column("fpr95_ood (%)", METRICS["fpr95_ood"], True),
+        ],
+        filters=("library", "family", "group"),
+    )
+    ps = ps.sort_values(["ood_group", "ood_dataset", "auroc"], ascending=[False, True, False])
+    for _, r in ps.iterrows():
+        library = r["library"]
+        t.rows.append(
+            (
+                [
+                    text(r["detector"]),
+                    text(library),
+                    text(family(r["detector"])),
+                    text(r["ood_dataset"]),
+                    text(r["ood_group"]),
+                    count(r["seeds"]),
+                    *(pct(r[m], r[f"{m}_std"]) for m in ("auroc", "aupr_out")),
+                    *(pct(r[m], r[f"{m}_std"]) for m in ("fpr95_id", "fpr95_ood")),
+                ],
+                attrs(library, r["detector"], r["ood_group"]),
+            )
+        )
+    t.sources = sources_of(sources)
+    return t
+
+
+def robustness_table(rb: pd.DataFrame, sources: list[str]) -> Table:
+    """AUROC, ID accuracy and the corrupted ID rejected at α = 0.05 per corruption and
+    severity (severity 0: clean)."""
+    t = Table(
+        "robustness",
+        "Under corruption: mean over seeds per corruption and severity (0 = clean)",
+        [
+            Column("benchmark"),
+            Column("detector"),
+            Column("library"),
+            Column("family"),
+            Column("corruption"),
+            Column("severity", "", True),
+            Column("seeds", "", True),
+            Column("mean AUROC (%)", "mean AUROC over the OOD sets", True),
+            Column("ID accuracy (%)", METRICS["id_acc"], True),
+            Column("corrupted ID rejected at α = 0.05 (%)", "p-value detectors", True),
+        ],
+        filters=("library", "family"),
+    )
+    for _, r in rb.iterrows():
+        library = r["library"]
+        t.rows.append(
+            (
+                [
+                    text(r["benchmark"]),
+                    text(r["detector"]),
+                    text(library),
+                    text(family(r["detector"])),
+                    text(r["corruption"]),
+                    count(r["severity"]),
+                    count(r["seeds"]),
+                    pct(r["auroc"], r["auroc_std"]),
+                    pct(r["id_acc"], r["id_acc_std"]),
+                    pct(r["fpr_at_0.05"], r["fpr_at_0.05_std"]),
+                ],
+                attrs(library, r["detector"]),
+            )
+        )
+    t.sources = sources_of(sources)
+    return t
+
+
+def stability_table(st: pd.DataFrame, sources: list[str]) -> Table:
+    """Kendall's τ between the detector rankings of every pair of seeds
+    (:func:`ood_bench.report.ranking_stability`)."""
+    t = Table(
+        "rank-stability",
+        "Seed rank stability: Kendall's τ between the detector rankings (mean AUROC) of "
+        "every pair of seeds",
+        [
+            Column("benchmark"),
+            Column("backbone"),
+            Column("corruption"),
+            Column("severity", "", True),
+            Column("detectors", "detectors run on every seed", True),
+            Column("seeds", "", True),
+            Column("τ mean", "mean over seed pairs", True),
+            Column("τ min", "the least similar pair of seeds", True),
+        ],
+    )
+    for _, r in st.iterrows():
+        t.rows.append(
+            (
+                [
+                    text(r["benchmark"]),
+                    text(r["backbone"]),
+                    text(r["corruption"]),
+                    count(r["severity"]),
+                    count(r["detectors"]),
+                    count(r["seeds"]),
+                    plain(r["tau_mean"], 3),
+                    plain(r["tau_min"], 3),
+                ],
+                {},
+            )
+        )
+    t.sources = sources_of(sources)
+    return t
+
+
+def validity_table(levels: pd.DataFrame, checks: pd.DataFrame, sources: list[str]) -> Table:
+    """Realised FPR at each level α per p-value detector and calibration source, with the
+    verdict of the exact test at :data:`ALPHA` (``checks``: benchmark, backbone, detector,
+    calib_source → check text)."""
+    alphas = sorted(levels["alpha"].unique())
+    t = Table(
+        "validity",
+        "Validity of the p-values: ID test rejected at level α (mean ± std over seeds; a valid "
+        "conformal p-value gives ≤ α on average)",
+        [
+            Column("benchmark"),
+            Column("detector"),
+            Column("library"),
+            Column("family"),
+            Column("calibrated on", "calib_source: where the calibration samples came from"),
+            Column("seeds", "", True),
+            Column("ID test size", "n_id per seed (median)", True),
+            *(
+                Column(f"FPR at α = {a:g} (%)", METRICS.get(f"fpr_at_{a:g}", ""), True)
+                for a in alphas
+            ),
+            Column(f"check at α = {ALPHA:g}", "exact 95 % binomial interval, pooled over seeds"),
+        ],
+        filters=("library", "family"),
+    )
+    keys = ["benchmark", "backbone", "detector", "calib_source", "library"]
+    for k, g in levels.groupby(keys):
+        by = g.set_index("alpha")
+        cells = [
+            text(k[0]),
+            text(k[2]),
+            text(k[4]),
+            text(family(k[2])),
+            text(k[3]),
+            count(by["seeds"].max()),
+            count(by["n_id"].median()),
+            *(
+                pct(by.at[a, "mean"], by.at[a, "std"]) if a in by.index else pct(np.nan)
+                for a in alphas
+            ),
+            text(checks.get(k[:4], "–")),
+        ]
+        t.rows.append((cells, attrs(k[4], k[2])))
+    t.sources = sources_of(sources)
+    return t
+
+
+def novelty_table(nv: pd.DataFrame, sources: list[str]) -> Table:
+    """Every novelty row (whatever scenarios and metrics the files hold), one per scenario and
+    metric: mean ± std over seeds, rates in percent, counts as they are."""
+    t = Table(
+        "novelty",
+        "Novelty detection: every metric of every scenario (mean ± std over seeds)",
+        [
+            Column("benchmark"),
+            Column("backbone"),
+            Column("detector + method"),
+            Column("scenario"),
+            Column("metric"),
+            Column("seeds", "", True),
+            Column("value", "rates in %, counts and delays as they are", True),
+            Column("meaning", "docs/novelty.md", wrap=True),
+        ],
+        filters=("group", "scenario", "metric"),
+    )
+    order = {m: i for i, m in enumerate(METRICS)}
+    nv = nv.assign(_o=nv["metric"].map(order)).sort_values(
+        ["benchmark", "backbone", "detector", "scenario", "_o"]
+    )
+    for _, r in nv.iterrows():
+        m = r["metric"]
+        value = amount(r["mean"], r["std"]) if m in COUNTS else pct(r["mean"], r["std"])
+        cells = [text(r[c]) for c in ("benchmark", "backbone", "detector", "scenario")]
+        cells += [text(m if m in COUNTS else f"{m} (%)"), count(r["seeds"]), value]
+        cells.append(text(METRICS[m]))
+        group = "control" if r["scenario"].startswith("control") else "new classes"
+        t.rows.append((cells, {"group": group, "scenario": r["scenario"], "metric": m}))
+    t.sources = sources_of(sources)
+    return t
+
+
+def measurements_table(m: pd.DataFrame) -> Table:
+    """``libraries/measurements.csv`` as it is: one row per figure of the comparison."""
+    cols = ["library", "aspect", "name", "value", "unit", "method"]
+    t = Table(
+        "measurements",
+        "The library comparison, every measurement",
+        [Column(c, wrap=c in ("value", "method")) for c in cols],
+        sources=[Source("libraries/measurements.csv"), Source("libraries/comparison.md")],
+        filters=("library",),
+    )
+    for _, r in m.iterrows():
+        cells = [measured(r[c]) if c == "value" else text(r[c]) for c in cols]
+        t.rows.append((cells, {"library": r["library"]}))
+    return t
+
+
+def defaults_table(d: pd.DataFrame) -> Table:
+    """Defaults that differ between pytorch-ood and OpenOOD, measured."""
+    t = Table(
+        "library-defaults",
+        "Defaults that differ between the libraries: mean AUROC over the OOD sets, mean ± std "
+        "over seeds",
+        [
+            Column("method"),
+            Column("variant"),
+            Column("detector"),
+            Column("setting"),
+            Column("seeds", "", True),
+            Column("AUROC (%)", "", True),
+        ],
+        sources=[Source("libraries/defaults.csv")],
+        filters=("library",),
+    )
+    for _, r in d.iterrows():
+        library = "openood" if r["detector"].startswith("openood_") else "pytorch-ood"
+        cells = [text(r[c]) for c in ("method", "variant", "detector", "setting")]
+        cells += [count(r["seeds"]), pct(r["mean"], r["std"], 2)]
+        t.rows.append((cells, {"library": library}))
+    return t
+
+
+def crosscheck_table(c: pd.DataFrame, sources: list[str]) -> Table:
+    """pytorch-ood vs OpenOOD on the same method and backbone."""
+    t = Table(
+        "crosscheck",
+        "The same method in pytorch-ood and OpenOOD: mean AUROC over the OOD sets and the "
+        "largest per-set difference",
+        [
+            Column("benchmark"),
+            Column("method"),
+            Column("run", "defaults: each library's own; aligned: differing settings set equal"),
+            Column("pytorch-ood AUROC", "", True),
+            Column("OpenOOD AUROC", "", True),
+            Column("max |Δ| per set", "", True),
+        ],
+        sources=sources_of(sources),
+    )
+    for _, r in c.iterrows():
+        cells = [text(r["benchmark"]), text(r["method"]), text(r["variant"])]
+        cells += [plain(r["pood"], 4), plain(r["openood"], 4), plain(r["diff"], 4)]
+        t.rows.append((cells, {}))
+    return t
