@@ -279,62 +279,87 @@ def library_defaults(results: Path) -> str:
     )
 
 
+# the scenarios each novelty option is quoted for: the default everywhere, another domain
+# counted as new (any_domain) on the cross-domain batches and the controls, the former
+# per-cluster certification on the new-class scenarios
+NOVELTY_QUOTED = {
+    "hdbscan": None,
+    "hdbscan_any_domain": ("cross_domain", "control_noise", "control_photos"),
+    "hdbscan_per_cluster": ("digits_open", "mnist_split", "cifar10_split"),
+    "near_ood": None,
+}
+NOVELTY_COLUMNS = [
+    "decision acc (%)",
+    "false alarms",
+    "new classes: est / true",
+    "ACC (%)",
+    "NMI (%)",
+    "ARI (%)",
+]
+
+
 def novelty(results: Path) -> str:
-    """The committed novelty run (results/novelty/*.csv) in one paragraph."""
+    """The committed novelty runs (results/novelty/*.csv): one row per benchmark, method and
+    scenario, means ± std over seeds (novelty_report.novelty_table)."""
     nov = _script("novelty_report")
-    files = sorted((results / "novelty").glob("*.csv"))
-    df = read_results(*files)
-    d = report.ok_rows(df)
-    d = d[d["ood_group"] == "novelty"]
-    v = d.groupby(["ood_dataset", "metric"])["value"].mean()
-    n = d.groupby(["ood_dataset", "metric"])["value"].sum()
-    seeds = d["seed"].nunique()
-    dets = ", ".join(f"`{x}`" for x in sorted(d["detector"].unique()))
-    benches = ", ".join(f"`{x}`" for x in sorted(d["benchmark"].unique()))
-    trials = int(v[("digits_open", "n_trials")]) if ("digits_open", "n_trials") in v else 0
-    controls = [
-        c for c in ("control_id", "control_noise", "control_photos") if (c, "n_trials") in n
-    ]
-    n_ctrl = int(sum(n[(c, "n_trials")] for c in controls))
-    k_ctrl = int(
-        round(
-            sum(
-                (
-                    d[(d.ood_dataset == c) & (d.metric == "novelty_false_alarm")][
-                        "value"
-                    ].to_numpy()
-                    * d[(d.ood_dataset == c) & (d.metric == "n_trials")]["value"].to_numpy()
-                ).sum()
-                for c in controls
+    df = read_results(*sorted((results / "novelty").glob("*.csv")))
+    table = nov.novelty_table(df).reset_index()
+    if table.empty:
+        return "(no novelty results committed)"
+    who = table["benchmark / backbone / detector"].str.split(" / ", expand=True)
+    table["benchmark / backbone"] = who[0] + " / " + who[1]
+    table["method"] = who[2].str.partition("+")[2]
+    keep = table.apply(
+        lambda r: (
+            r["method"] in NOVELTY_QUOTED
+            and (
+                NOVELTY_QUOTED[r["method"]] is None or r["scenario"] in NOVELTY_QUOTED[r["method"]]
             )
-        )
+        ),
+        axis=1,
     )
-    upper = nov.clopper_pearson_upper(k_ctrl, n_ctrl)
-    o = "digits_open"
-    parts = [
-        f"Measured ({dets}, {benches}, {seeds} seed(s) × {trials} trials per scenario; "
-        "`results/novelty/novelty.md` has the table): "
-        f"decision accuracy {pct(v[(o, 'novelty_decision_acc')])} % on the unseen digits, "
-        f"{k_ctrl} false alarm(s) in {n_ctrl} control trials (ID only, noise, photos: "
-        f"≤ {pct(upper)} % at 95 % confidence), estimated number of new classes "
-        f"{v[(o, 'n_new_est')]:.2f} vs {v[(o, 'n_new_true')]:g} (exact in "
-        f"{pct(v[(o, 'n_new_exact')], 0)} % of trials), ACC {pct(v[(o, 'cluster_acc')])} %, "
-        f"NMI {pct(v[(o, 'nmi')])} %, ARI {pct(v[(o, 'ari')])} %"
-    ]
-    if ("stream", "n_trials") in v:
-        parts.append(
-            f"; stream: {pct(v[('stream', 'stream_detect_rate')])} % of trials alarm after the "
-            f"change, {pct(v[('stream', 'stream_false_alarm')])} % before it, after "
-            f"{v[('stream', 'stream_delay')]:.1f} new-class samples on average (median "
-            f"{v[('stream', 'stream_delay_median')]:g})"
+    t = table[keep].copy()
+    t["method"] = pd.Categorical(t["method"], list(NOVELTY_QUOTED))
+    t = t.sort_values(["benchmark / backbone", "method"], kind="stable")
+    cols = ["benchmark / backbone", "method", "scenario", "seeds", "trials"]
+    cols += [c for c in NOVELTY_COLUMNS if c in t]
+    dets = sorted({d.partition("+")[0] for d in who[2]})
+    return (
+        f"Detector {', '.join(f'`{d}`' for d in dets)}; mean ± std over seeds of the rates over "
+        "each seed's trials (`make novelty`; rows in `results/novelty/<benchmark>.csv`, every "
+        "scenario and metric in `results/novelty/novelty.md`). `false alarms`: declarations "
+        "in batches without a new class, out of all trials, with the exact 95 % upper bound "
+        "(Clopper-Pearson); `cross_domain` is a control under `hdbscan` (domain: same) and a "
+        "new-class scenario under `hdbscan_any_domain`. ACC / NMI / ARI: the recovered "
+        "clusters on the rejected new-class samples.\n\n" + _md(t[cols].fillna("–"))
+    )
+
+
+def novelty_certification(results: Path) -> str:
+    """The certification's null simulation and its power on a fragmented class
+    (results/novelty/certification/certification.csv)."""
+    c = pd.read_csv(results / "novelty" / "certification" / "certification.csv")
+    rows = []
+    for _, r in c.iterrows():
+        rows.append(
+            {
+                "certify": f"`{r['certify']}`" + (" (default)" if r["certify"] == "union" else ""),
+                "n_calib / m": f"{r['n_calib']} / {r['m']}",
+                "realised level (%)": f"{pct(r['realised_level'], 2)} "
+                f"[{pct(r['level_ci_low'], 2)}, {pct(r['level_ci_high'], 2)}]",
+                "declared: fragmented class (%)": pct(r["power_fragmented"], 1),
+            }
         )
-    if ("control_id", "outlier_bound_coverage") in v:
-        parts.append(
-            f". On ID-only batches the count bound held in "
-            f"{pct(v[('control_id', 'outlier_bound_coverage')])} % of "
-            f"{int(n[('control_id', 'n_trials')])} trials (level 5 %: 95 % expected)"
-        )
-    return "".join(parts) + "."
+    r0 = c.iloc[0]
+    return (
+        f"`scripts/novelty_certification.py` ({int(r0['reps'])} simulated batches per row, "
+        f"alpha = {r0['alpha']:g}, level = {r0['level']:g}; "
+        "`results/novelty/certification/certification.csv`): the realised level is the "
+        "share of ID-only batches declared when every rejection is put in some candidate "
+        "cluster, split at random (exact 95 % interval); the last column, the share of batches "
+        "declared when a new class of n_new rejected samples is split into fragments one "
+        "smaller than j*.\n\n" + _md(pd.DataFrame(rows))
+    )
 
 
 LIB_ROWS = [
@@ -704,6 +729,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "crosscheck": crosscheck,
     "library-defaults": library_defaults,
     "novelty": novelty,
+    "novelty-certification": novelty_certification,
     "libraries": libraries,
     "sweep-planning": sweep_planning,
     "recommended": recommended,

@@ -38,10 +38,14 @@ PRODUCERS: list[tuple[str, str]] = [
         "make paper: python scripts/openood_crosscheck.py benchmark=… --csv {path}",
     ),
     (
-        "novelty/*.csv",
-        "make paper: python -m ood_bench.run_novelty -m …, then scripts/collect.py --out {path}",
+        "novelty/certification/*",
+        "make novelty: python scripts/novelty_certification.py --out {path}",
     ),
-    ("novelty/*", "make paper: python scripts/novelty_report.py results/novelty/*.csv …"),
+    (
+        "novelty/*.csv",
+        "make novelty: python -m ood_bench.run_novelty -m …, then scripts/collect.py --out {path}",
+    ),
+    ("novelty/*", "make novelty: python scripts/novelty_report.py results/novelty/*.csv …"),
     ("analysis/stat_maha_energy/*", "make paper: python scripts/ablate_detector.py"),
     (
         "analysis/*_stat_masf/*",
