@@ -335,6 +335,19 @@ def novelty(results: Path) -> str:
     )
 
 
+def cifar_split_near(results: Path) -> str:
+    """AUROC on the unseen CIFAR-10 classes per detector (results/raw/cifar10_split.csv): the
+    figure that picks the near_ood option's detector."""
+    d = report.ok_rows(_raw(results, "cifar10_split"))
+    d = d[(d["metric"] == "auroc") & (d["ood_dataset"] == "cifar_6_9")]
+    g = d.groupby("detector")["value"].agg(["mean", "std", "count"]).sort_values("mean")[::-1]
+    cells = [f"`{k}` {pct(r['mean'])} ± {pct(r['std'])}" for k, r in g.iterrows()]
+    return (
+        f"AUROC (%) on the unseen classes `cifar_6_9`, mean ± std over {int(g['count'].max())} "
+        f"seeds (`results/raw/cifar10_split.csv`): {', '.join(cells)}."
+    )
+
+
 def novelty_certification(results: Path) -> str:
     """The certification's null simulation and its power on a fragmented class
     (results/novelty/certification/certification.csv)."""
@@ -730,6 +743,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "library-defaults": library_defaults,
     "novelty": novelty,
     "novelty-certification": novelty_certification,
+    "cifar-split-near": cifar_split_near,
     "libraries": libraries,
     "sweep-planning": sweep_planning,
     "recommended": recommended,
