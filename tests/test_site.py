@@ -179,7 +179,7 @@ def test_novelty_page_follows_the_files(tmp_path: Path):
     (root / "novelty").mkdir()
     raw = pd.read_csv(RESULTS / "raw" / "mnist_split.csv", dtype=str, keep_default_na=False)
     raw.to_csv(root / "raw" / "mnist_split.csv", index=False)
-    nov = pd.read_csv(next((RESULTS / "novelty").glob("*.csv")), dtype=str, keep_default_na=False)
+    nov = pd.read_csv(RESULTS / "novelty" / "digits_open.csv", dtype=str, keep_default_na=False)
     nov = nov.assign(ood_dataset=nov["ood_dataset"].replace("digits_open", "cifar_split"))
     nov.to_csv(root / "novelty" / "cifar.csv", index=False)
     build_site(root, tmp_path / "site")
