@@ -252,14 +252,23 @@ def novelty_page(res: data.Results) -> Page:
         )
     notes = [
         "New classes among the rejected samples (`python -m ood_bench.run_novelty`): every "
-        "scenario of every CSV under `results/novelty/`, controls included; "
-        "`results/novelty/novelty.md` has the report with the false alarms' exact bounds."
+        "scenario of every CSV under `results/novelty/`, controls included. The first table "
+        "is `results/novelty/novelty.md`'s (one row per scenario, the false alarms with their "
+        "exact 95 % bound); the second holds every metric. Method and guarantee: "
+        "`docs/novelty.md`."
     ]
     return Page(
         "novelty.html",
         "Novelty detection",
         [
-            Section("Scenarios", notes, tables=[tables.novelty_table(nv, srcs)]),
+            Section(
+                "Scenarios",
+                notes,
+                tables=[
+                    tables.novelty_summary_table(data.novelty_summary(res.root), srcs),
+                    tables.novelty_table(nv, srcs),
+                ],
+            ),
             Section(
                 "Projections",
                 ["Rejected samples of one saved trial, coloured by found cluster and by class."],

@@ -227,6 +227,14 @@ def novelty(root: Path) -> tuple[pd.DataFrame, list[str]]:
     return out.rename(columns={"ood_dataset": "scenario"}), sorted(d["source"].unique())
 
 
+def novelty_summary(root: Path) -> pd.DataFrame:
+    """The novelty report's table (``novelty.md``) of every ``root/novelty/*.csv``."""
+    from ood_bench.novelty.report import novelty_table
+
+    files = sorted((root / "novelty").glob("*.csv"))
+    return novelty_table(read_tidy(root, files)) if files else pd.DataFrame()
+
+
 def calibration_curves(root: Path) -> dict[str, pd.DataFrame]:
     """The realised-FPR-vs-α curves of ``analysis/*/calibration.csv`` (alpha, fpr, band_lo,
     band_hi; per benchmark when the file says), by path relative to ``root``."""

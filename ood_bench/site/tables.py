@@ -4,6 +4,7 @@ plain HTML; ``static/site.js`` only adds sorting and filtering)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -65,7 +66,8 @@ class Table:
     @property
     def filter_labels(self) -> dict[str, str]:
         """Filter attribute → the label of its menu."""
-        labels = FILTER_LABELS | ({"group": NOVELTY_GROUP} if self.id == "novelty" else {})
+        novelty = self.id.startswith("novelty")
+        labels = FILTER_LABELS | ({"group": NOVELTY_GROUP} if novelty else {})
         return {f: labels.get(f, f) for f in self.filters}
 
 
@@ -423,6 +425,44 @@ def validity_table(levels: pd.DataFrame, checks: pd.DataFrame, sources: list[str
             text(checks.get(k[:4], "–")),
         ]
         t.rows.append((cells, attrs(k[4], k[2])))
+    t.sources = sources_of(sources)
+    return t
+
+
+def lead(s: str) -> str:
+    """The sort key of a formatted cell: its first number (``98.7 ± 1.2`` → 98.7)."""
+    m = re.match(r"\s*(-?\d+(?:\.\d+)?)", s)
+    return num(float(m.group(1))) if m else ""
+
+
+def novelty_summary_table(summary: pd.DataFrame, sources: list[str]) -> Table:
+    """The novelty report's table (``ood_bench.novelty.report.novelty_table``, as in
+    ``novelty.md``): one row per benchmark / backbone / detector and scenario."""
+    s = summary.reset_index()
+    first = ["benchmark / backbone / detector", "scenario"]
+    cols = [Column(c, wrap=c == first[0]) for c in first]
+    # the page's width: the miss rate (1 - decision acc), the exact-count rate and the count
+    # bound's coverage stay in novelty.md and the table of every metric below
+    hidden = {"miss (%)", "exact count (%)", "bound coverage (%)"}
+    shown = [c for c in s.columns if c not in first and c not in hidden]
+    cols += [Column(c, "mean ± std over seeds", True) for c in shown]
+    t = Table(
+        "novelty_summary",
+        "Novelty detection: decision, false alarms (exact 95 % bound), number of new classes, "
+        "ACC / NMI / ARI per scenario",
+        cols,
+        filters=("group", "scenario"),
+    )
+    for _, r in s.iterrows():
+        cells = [text(r[c]) for c in first]
+        cells += [Cell(str(r[c.label]), lead(str(r[c.label]))) for c in cols[2:]]
+        if r.get("miss (%)", "–") != "–":
+            group = "new classes"
+        elif r.get("stream detected (%)", "–") != "–":
+            group = "stream"
+        else:
+            group = "control"
+        t.rows.append((cells, {"group": group, "scenario": r["scenario"]}))
     t.sources = sources_of(sources)
     return t
 
