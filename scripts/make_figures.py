@@ -61,9 +61,15 @@ def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:
     }
     prep = prepare(next(iter(cfgs.values())))
     n_sets = len(prep.ood)
-    fig_roc, axes_roc = plt.subplots(1, n_sets, figsize=(3.3 * n_sets, 3.2), squeeze=False)
+    fig_roc, axes_roc = plt.subplots(
+        1, n_sets, figsize=(3.4 * n_sets, 3.4), squeeze=False, sharey=True, layout="constrained"
+    )
     fig_h, axes_h = plt.subplots(
-        len(detectors), n_sets, figsize=(3.0 * n_sets, 2.2 * len(detectors)), squeeze=False
+        len(detectors),
+        n_sets,
+        figsize=(3.0 * n_sets, 2.2 * len(detectors)),
+        squeeze=False,
+        layout="constrained",
     )
     for i, (name, cfg) in enumerate(cfgs.items()):
         det = build(cfg.detector, "detector").fit(prep.fit, prep.calib)
@@ -82,12 +88,17 @@ def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:
             ax.hist(s_ood, bins=bins, alpha=0.6, density=True, label=set_name)
             ax.set_title(f"{name} vs {set_name}", fontsize=8)
             ax.tick_params(labelsize=6)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))  # 1e5-scale scores
+            ax.xaxis.get_offset_text().set_fontsize(6)
         axes_h[i][0].legend(fontsize=6)
-    for ax in axes_roc[0]:
-        ax.legend(fontsize=6)
-    fig_roc.suptitle(f"{bench_name}: ROC curves (OOD positive)", fontsize=10, y=1.02)
+    for j, ax in enumerate(axes_roc[0]):
+        ax.legend(fontsize=6, loc="lower right")
+        ax.set_xlabel("FPR (ID test rejected)", fontsize=8)
+        ax.set_ylabel("TPR (OOD rejected)" if j == 0 else "", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig_roc.suptitle(f"{bench_name}: ROC curves (OOD positive)", fontsize=10)
     save_fig(fig_roc, out, f"{bench_name}_roc")
-    fig_h.suptitle(f"{bench_name}: score histograms (higher = more OOD)", fontsize=10, y=1.01)
+    fig_h.suptitle(f"{bench_name}: score histograms (higher = more OOD)", fontsize=10)
     save_fig(fig_h, out, f"{bench_name}_score_hist")
     return [f"{bench_name}_roc", f"{bench_name}_score_hist"]
 
