@@ -169,18 +169,23 @@ paper: venv
 # once) when OOD_BENCH_DATA has the data; then the report, the certification's null simulation
 NOVELTY_TRIALS  ?= 100
 NOVELTY_METHODS ?= hdbscan,hdbscan_any_domain,hdbscan_per_cluster
-NOVELTY_RUN      = $(PY) -m ood_bench.run_novelty -m detector=stat_maha_energy \
-  novelty=$(NOVELTY_METHODS) seed=0,1,2 trials=$(NOVELTY_TRIALS) $(NO_FAILURES)
+NOVELTY_RUN      = $(PY) -m ood_bench.run_novelty -m seed=0,1,2 trials=$(NOVELTY_TRIALS) $(NO_FAILURES)
+NOVELTY_DEFAULT  = detector=stat_maha_energy novelty=$(NOVELTY_METHODS)
 CIFAR_SPLIT_CKPT ?= checkpoints/cifar_cnn_cifar10_split_s0.pt
 # CIFAR-10 0-5 vs 6-9 is near OOD for a small CNN: the detectors' AUROC on the unseen classes
 # (results/raw/cifar10_split.csv) picks the one the near_ood novelty option runs on
 CIFAR_SPLIT_DETECTORS ?= stat_maha_energy,stat_knn_classcond,stat_masf_classref,pood_msp,pood_energy,pood_rmd
+# the default method and near_ood on it, same scenarios and sweep folder
+CIFAR_SPLIT_NOVELTY = benchmark=cifar10_split backbone=cifar_cnn \
+  backbone.checkpoint=$(CIFAR_SPLIT_CKPT) hydra.sweep.dir=outputs/novelty_cifar10_split \
+  'novelty/scenario@scenarios=[cifar10_split,control_id,control_noise,control_photos]'
 novelty: venv
-	$(NOVELTY_RUN) benchmark=digits_open hydra.sweep.dir=outputs/novelty_digits_open \
+	$(NOVELTY_RUN) $(NOVELTY_DEFAULT) benchmark=digits_open \
+	  hydra.sweep.dir=outputs/novelty_digits_open \
 	  'novelty/scenario@scenarios=[digits_open,stream,control_id,control_noise,control_photos]'
 	$(PY) scripts/collect.py outputs/novelty_digits_open --out results/novelty/digits_open.csv
 	if [ -d "$$OOD_BENCH_DATA/MNIST" ] && [ -d "$$OOD_BENCH_DATA/FashionMNIST" ]; then \
-	  $(NOVELTY_RUN) benchmark=mnist_split backbone=lenet \
+	  $(NOVELTY_RUN) $(NOVELTY_DEFAULT) benchmark=mnist_split backbone=lenet \
 	    'novelty/scenario@scenarios=[mnist_split,cross_domain,control_id]' \
 	    hydra.sweep.dir=outputs/novelty_mnist_split && \
 	  $(PY) scripts/collect.py outputs/novelty_mnist_split --out results/novelty/mnist_split.csv; \
@@ -193,12 +198,8 @@ novelty: venv
 	    backbone.checkpoint=$(CIFAR_SPLIT_CKPT) detector=$(CIFAR_SPLIT_DETECTORS) seed=0,1,2 \
 	    hydra.sweep.dir=outputs/cifar10_split $(NO_FAILURES) && \
 	  $(PY) scripts/collect.py outputs/cifar10_split --out results/raw/cifar10_split.csv && \
-	  for run in "stat_maha_energy hdbscan" "pood_rmd near_ood"; do set -- $$run; \
-	    $(PY) -m ood_bench.run_novelty -m detector=$$1 novelty=$$2 seed=0,1,2 \
-	      trials=$(NOVELTY_TRIALS) benchmark=cifar10_split backbone=cifar_cnn \
-	      backbone.checkpoint=$(CIFAR_SPLIT_CKPT) $(NO_FAILURES) \
-	      'novelty/scenario@scenarios=[cifar10_split,control_id,control_noise,control_photos]' \
-	      hydra.sweep.dir=outputs/novelty_cifar10_split || exit 1; done && \
+	  $(NOVELTY_RUN) detector=stat_maha_energy novelty=hdbscan $(CIFAR_SPLIT_NOVELTY) && \
+	  $(NOVELTY_RUN) detector=pood_rmd novelty=near_ood $(CIFAR_SPLIT_NOVELTY) && \
 	  $(PY) scripts/collect.py outputs/novelty_cifar10_split \
 	    --out results/novelty/cifar10_split.csv; \
 	else echo "OOD_BENCH_DATA lacks cifar10/*.npz: skipping the cifar10_split novelty sweep"; fi

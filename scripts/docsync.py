@@ -300,10 +300,11 @@ NOVELTY_COLUMNS = [
 
 def novelty(results: Path) -> str:
     """The committed novelty runs (results/novelty/*.csv): one row per benchmark, method and
-    scenario, means ± std over seeds (novelty_report.novelty_table)."""
-    nov = _script("novelty_report")
+    scenario, means ± std over seeds (the table of novelty.md)."""
+    from ood_bench.novelty.report import novelty_table
+
     df = read_results(*sorted((results / "novelty").glob("*.csv")))
-    table = nov.novelty_table(df).reset_index()
+    table = novelty_table(df).reset_index()
     if table.empty:
         return "(no novelty results committed)"
     who = table["benchmark / backbone / detector"].str.split(" / ", expand=True)

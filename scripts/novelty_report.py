@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 
 from ood_bench.atomic import atomic_write, atomic_write_text  # noqa: E402
 from ood_bench.environment import require_clean_tree  # noqa: E402
-from ood_bench.novelty.report import clopper_pearson_upper, novelty_table  # noqa: E402, F401
+from ood_bench.novelty.report import novelty_table  # noqa: E402
 from ood_bench.results import read_results  # noqa: E402
 
 log = logging.getLogger("novelty_report")

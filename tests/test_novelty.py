@@ -16,6 +16,11 @@ from scipy import stats
 from ood_bench import novelty as nv
 from ood_bench.config import build
 from ood_bench.errors import ConfigError
+from ood_bench.novelty.simulation import (
+    conformal_rejections,
+    fragmented_declarations,
+    null_declarations,
+)
 from ood_bench.results import METRICS, read_results
 from tests.conftest import CONF, FAST_TRAIN, run_module
 
@@ -23,11 +28,6 @@ ROOT = CONF.parent
 
 
 # the count bound ----------------------------------------------------------------------------
-def _conformal_rejections(rng, n_calib, m_id, alpha, reps):
-    """Rejection counts among m_id ID samples, one fresh calibration set per repetition."""
-    from ood_bench.novelty.simulation import conformal_rejections
-
-    return conformal_rejections(rng, n_calib, m_id, alpha, reps)
 
 
 def test_beta_binomial_quantile_is_valid_and_binomial_is_not():
@@ -35,7 +35,7 @@ def test_beta_binomial_quantile_is_valid_and_binomial_is_not():
     Beta-binomial, wider than Binomial(m, alpha), whose quantile would break the level."""
     rng = np.random.default_rng(0)
     n_calib, m, alpha, level, reps = 100, 200, 0.1, 0.05, 3000
-    v = _conformal_rejections(rng, n_calib, m, alpha, reps)
+    v = conformal_rejections(rng, n_calib, m, alpha, reps)
     q = int(nv.false_rejection_quantile(m, alpha, n_calib, level))
     se = np.sqrt(level * (1 - level) / reps)
     assert (v > q).mean() <= level + 3 * se
@@ -47,7 +47,7 @@ def test_false_rejection_bound_covers_with_outliers():
     """j* bounds the false rejections when the batch also holds (rejected) outliers."""
     rng = np.random.default_rng(1)
     n_calib, m_id, n_out, alpha, level, reps = 150, 120, 80, 0.1, 0.05, 1500
-    v = _conformal_rejections(rng, n_calib, m_id, alpha, reps)
+    v = conformal_rejections(rng, n_calib, m_id, alpha, reps)
     j = np.array(
         [nv.false_rejection_bound(m_id + n_out, int(x) + n_out, alpha, n_calib, level) for x in v]
     )
@@ -72,7 +72,7 @@ def test_quantile_and_bisection_match_scipy_and_brute_force():
 
 def test_excess_pvalue_is_super_uniform_and_k_zero_rejects_nothing():
     rng = np.random.default_rng(2)
-    v = _conformal_rejections(rng, 60, 100, 0.05, 2000)
+    v = conformal_rejections(rng, 60, 100, 0.05, 2000)
     p = np.array([nv.excess_pvalue(100, int(x), 0.05, 60) for x in v])
     assert (p <= 0.05).mean() <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 2000)
     assert nv.n_rejectable(0.05, 10) == 0  # p >= 1/11 > 0.05: nothing can be rejected
@@ -85,8 +85,6 @@ def test_union_certification_keeps_the_level_under_the_null():
     """ID-only batches, conformal p-values with a fresh calibration set each time, every
     rejection put in some candidate cluster, fragmented at random: the union certification
     declares in at most `level` of the batches (and close to it: the bound is not vacuous)."""
-    from ood_bench.novelty.simulation import null_declarations
-
     reps, level = 4000, 0.05
     nd = nv.NoveltyDetector("t", alpha=0.05, level=level, criteria={"certify": "union"})
     rate = null_declarations(nd, np.random.default_rng(11), 200, 400, reps).mean()
@@ -97,8 +95,6 @@ def test_union_certification_keeps_the_level_under_the_null():
 def test_union_certification_finds_a_fragmented_class_the_per_cluster_rule_misses():
     """A new class split into fragments each smaller than j*: certify=any never declares it,
     certify=union always does."""
-    from ood_bench.novelty.simulation import fragmented_declarations
-
     found = {
         mode: fragmented_declarations(
             nv.NoveltyDetector(mode, criteria={"certify": mode}),

@@ -75,6 +75,7 @@ class Clustered:
     project: Callable[[np.ndarray], np.ndarray]  # base embedding → clustering space
     z: np.ndarray  # the rejected samples in the clustering space
     labels: np.ndarray  # cluster of each rejected sample (-1: none)
+    ref: np.ndarray  # the ID reference (anchor) samples in the clustering space
     ref_labels: np.ndarray  # cluster of each ID reference sample (empty: not anchored)
     threshold: float  # compactness threshold (nan: too few rejections to cluster)
 
@@ -285,13 +286,12 @@ class NoveltyDetector:
             n_rejected=r,
             false_bound=j_star,
             true_lower=r - j_star,
-            union_certified=sum(c.size for c in clusters if c.structural) - j_star,
             p_excess=p_exc,
             alpha=self.alpha,
             level=level,
             n_calib=self.n_calib,
             embedding=found.z,
-            reference=found.project(self.anchor_z) if r else np.empty((0, 0)),
+            reference=found.ref,
             reference_y=self.anchor_y,
         )
 
@@ -309,7 +309,7 @@ class NoveltyDetector:
             return labels
         z = found.z
         cent = np.stack([z[labels == c].mean(0) for c in new])
-        ref = found.project(self.anchor_z)
+        ref = found.ref
         known = np.stack([ref[self.anchor_y == c].mean(0) for c in np.unique(self.anchor_y)])
         d_new = np.linalg.norm(z[free, None] - cent[None], axis=2)
         d_known = np.linalg.norm(z[free, None] - known[None], axis=2).min(1)
@@ -333,13 +333,14 @@ class NoveltyDetector:
         r = len(rejected)
         project = self.embedding.projector(rejected)
         z = project(rejected) if r else np.empty((0, 1))
+        ref = project(self.anchor_z) if r else np.empty((0, 0))
         if r < self.criteria["min_size"]:
             none = np.full(r, -1, dtype=np.int64)
-            return Clustered(project, z, none, np.empty(0, dtype=np.int64), float("nan"))
+            return Clustered(project, z, none, ref, np.empty(0, dtype=np.int64), float("nan"))
         thr = self.id_threshold(project)
-        pts = np.vstack([z, project(self.anchor_z)]) if self.anchor else z
+        pts = np.vstack([z, ref]) if self.anchor else z
         labels = self.refine(pts, self.clusterer(pts), r, thr)
-        return Clustered(project, z, labels[:r], labels[r:], thr)
+        return Clustered(project, z, labels[:r], ref, labels[r:], thr)
 
     def evidence(
         self, found: Clustered, low: np.ndarray, j_star: int
@@ -413,9 +414,8 @@ class NoveltyDetector:
         any set of rejections exceeding j* needs R > q(m) (package docstring).
         """
         min_certified, mode = self.criteria["min_certified"], self.criteria["certify"]
-        cand = [c for c in clusters if c.structural]
         if mode == "union":
-            ok = sum(c.size for c in cand) - j_star >= min_certified
+            ok = sum(c.size for c in clusters if c.structural) - j_star >= min_certified
             for c in clusters:
                 c.is_new = ok and c.structural
             return sum(c.is_new for c in clusters)

@@ -48,7 +48,6 @@ class NoveltyResult:
     n_rejected: int
     false_bound: int  # j*
     true_lower: int  # R - j*: lower confidence bound on the true outliers among rejections
-    union_certified: int  # (rejections in the structural clusters together) - j*
     p_excess: float
     alpha: float
     level: float
@@ -57,6 +56,12 @@ class NoveltyResult:
     embedding: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 0)))
     reference: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 0)))
     reference_y: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+
+    @property
+    def union_certified(self) -> int:
+        """Rejections in the candidate clusters together, minus j*: true outliers they hold
+        even if every false alarm fell in them (what ``certify: union`` tests)."""
+        return sum(c.size for c in self.clusters if c.structural) - self.false_bound
 
     @property
     def new_clusters(self) -> list[int]:

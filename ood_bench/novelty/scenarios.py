@@ -259,7 +259,7 @@ def _first_alarm(
 def summarise(trials: list[TrialResult], sc: Scenario) -> dict[str, float]:
     """Rates and means over the trials of one scenario (the job's metric values)."""
     out: dict[str, float] = {"n_trials": float(len(trials))}
-    out.update(_stream_summary(trials) if sc.kind == "stream" else _batch_summary(trials, sc))
+    out.update(_stream_summary(trials) if sc.kind == "stream" else _batch_summary(trials))
     return out
 
 
@@ -293,7 +293,7 @@ def _stream_summary(trials: list[TrialResult]) -> dict[str, float]:
     return out
 
 
-def _batch_summary(trials: list[TrialResult], sc: Scenario) -> dict[str, float]:
+def _batch_summary(trials: list[TrialResult]) -> dict[str, float]:
     """Batch metrics: decisions, counts, and the clustering scores of the trials that have them."""
     out = {"novelty_decision_acc": _mean(trials, lambda t: t.declared == t.truth)}
     if all(t.truth for t in trials):

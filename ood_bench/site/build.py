@@ -238,7 +238,7 @@ def libraries_page(res: data.Results, href: str) -> Page:
 
 def novelty_page(res: data.Results) -> Page:
     """novelty.html: every novelty scenario of results/novelty/*.csv and its figures."""
-    nv, srcs = data.novelty(res.root)
+    nv, summary, srcs = data.novelty(res.root)
     folder = res.root / "novelty"
     figs = [
         figures.copied(res.root, p.relative_to(res.root).as_posix(), f"{p.stem}: one saved trial")
@@ -265,7 +265,7 @@ def novelty_page(res: data.Results) -> Page:
                 "Scenarios",
                 notes,
                 tables=[
-                    tables.novelty_summary_table(data.novelty_summary(res.root), srcs),
+                    tables.novelty_summary_table(summary, srcs),
                     tables.novelty_table(nv, srcs),
                 ],
             ),

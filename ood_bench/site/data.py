@@ -214,25 +214,22 @@ def pvalue_levels(df: pd.DataFrame) -> pd.DataFrame:
     return with_library(out.reset_index(), df)
 
 
-def novelty(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Every novelty row under ``root/novelty/*.csv`` as (benchmark, backbone, detector,
-    scenario, metric, mean, std, seeds), whatever scenarios the files hold; also the files."""
-    files = sorted((root / "novelty").glob("*.csv"))
-    if not files:
-        return pd.DataFrame(), []
-    df = report.ok_rows(read_tidy(root, files))
-    d = df[(df["ood_group"] == "novelty") & df["metric"].isin(NOVELTY_METRICS)]
-    g = d.groupby(KEYS + ["ood_dataset", "metric"])["value"]
-    out = g.agg(mean="mean", std="std", seeds="count").reset_index()
-    return out.rename(columns={"ood_dataset": "scenario"}), sorted(d["source"].unique())
-
-
-def novelty_summary(root: Path) -> pd.DataFrame:
-    """The novelty report's table (``novelty.md``) of every ``root/novelty/*.csv``."""
+def novelty(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The novelty CSVs ``root/novelty/*.csv`` read once: every row as (benchmark, backbone,
+    detector, scenario, metric, mean, std, seeds), whatever scenarios the files hold; the
+    novelty report's table (``novelty.md``); and the files."""
     from ood_bench.novelty.report import novelty_table
 
     files = sorted((root / "novelty").glob("*.csv"))
-    return novelty_table(read_tidy(root, files)) if files else pd.DataFrame()
+    if not files:
+        return pd.DataFrame(), pd.DataFrame(), []
+    df = read_tidy(root, files)
+    ok = report.ok_rows(df)
+    d = ok[(ok["ood_group"] == "novelty") & ok["metric"].isin(NOVELTY_METRICS)]
+    g = d.groupby(KEYS + ["ood_dataset", "metric"])["value"]
+    out = g.agg(mean="mean", std="std", seeds="count").reset_index()
+    long = out.rename(columns={"ood_dataset": "scenario"})
+    return long, novelty_table(df), sorted(d["source"].unique())
 
 
 def calibration_curves(root: Path) -> dict[str, pd.DataFrame]:
