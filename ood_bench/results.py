@@ -97,6 +97,12 @@ METRICS: dict[str, str] = {
     "choice when tuned)",
     "calib_class_conditional": "1 when the p-values were calibrated per predicted class "
     "(Mondrian), 0 when marginally (also after mondrian_fallback=marginal)",
+    "calib_corrected": "1 when the conformal p-values carry the calibration-conditional "
+    "correction (Simes or DKW)",
+    "calib_layer": "1 when the p-values come from the calibration layer around a score-only "
+    "detector (ood_bench.calibration; the option `calibration`), not from the detector itself",
+    "calib_n": "calibration samples the calibration layer's conformal step used (half of calib "
+    "for a detector that learns from calib)",
 }
 for _a in (0.01, 0.05, 0.1):  # p-value detectors (see ood_bench.metrics.pvalue_metrics)
     METRICS[f"fpr_at_{_a:g}"] = f"fraction of ID test rejected at level {_a:g} (type-I error)"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from ood_bench.calibration import CalibratedDetector, with_calibration
 from ood_bench.config import build
 from ood_bench.data.base import Benchmark
 from ood_bench.errors import ConfigError
@@ -41,7 +42,9 @@ def evaluate(
     )
 
     seed_everything(seed_of(cfg))
-    detector = build(cfg.detector, "detector")
+    detector = with_calibration(
+        build(cfg.detector, "detector"), cfg.get("calibration", "marginal"), seed_of(cfg)
+    )
     job["library"] = detector.library
     if "model" in detector.needs:
         detector.bind(prep.backbone.model, cfg.device)
@@ -128,6 +131,10 @@ def pvalue_rows(detector, job: dict[str, Any], test_f, ood_f, bench) -> list[dic
         ]
         in_use = float(detector.calibration == "class_conditional")
         rows.append(make_row(job, "calib_class_conditional", in_use))
+        rows.append(make_row(job, "calib_corrected", float(detector.calibration == "corrected")))
+    if isinstance(detector, CalibratedDetector):
+        rows.append(make_row(job, "calib_layer", 1.0))
+        rows.append(make_row(job, "calib_n", float(len(detector.calibrator.calib_all_))))
     return rows
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ood_bench.calibration import ConformalCalibrator
 from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
@@ -195,7 +196,12 @@ class NoveltyDetector:
         """Held-out ID data: the conformal reference of both tests and the ID classes' spread."""
         if len(calib) == 0:
             raise ConfigError("novelty needs held-out ID data (calib) to calibrate")
-        self.calib_score = np.sort(calib.score)
+        # the detector's score calibrated as every detector's is (ood_bench.calibration): the
+        # marginal conformal step, which the Beta-binomial count assumes
+        self.score_calibrator = ConformalCalibrator(
+            alpha=self.alpha, name="novelty", verbose=False
+        ).fit(calib.score, np.zeros(len(calib), dtype=np.int64))
+        self.calib_score = self.score_calibrator.calib_all_
         self.calib_low = np.sort(calib.low)
         self.calib_z, self.calib_y = calib.z, calib.y
         self.n_calib = len(calib)
@@ -231,9 +237,7 @@ class NoveltyDetector:
     # deciding -------------------------------------------------------------------------------
     def pvalues(self, batch: Sample) -> np.ndarray:
         """Conformal p-values of the batch's OOD scores against the calibration scores."""
-        from ood_bench.pvalues import conformal_pvalues
-
-        return conformal_pvalues(self.calib_score, batch.score)
+        return self.score_calibrator.pvalues(batch.score, np.zeros(len(batch.score), np.int64))
 
     def detect(self, feats: Features, level: float | None = None) -> NoveltyResult:
         """Decide on a batch of features (see :meth:`discover`)."""

@@ -19,6 +19,7 @@ from ood_bench.detectors.base import Detector, vim_principal_dim
 from ood_bench.detectors.openood.catalogue import (
     INIT_BY_SET_HYPERPARAM,
     NET_WRAPPERS,
+    READS_VAL,
     SCALED_DEFAULTS,
     THREE_CHANNELS,
     UNSUPPORTED,
@@ -107,6 +108,8 @@ class OpenOODDetector(Detector):
         # nothing imports OpenOOD here: the config group composes without it (see bind/fit)
         super().__init__(name)
         self.postprocessor = postprocessor
+        # learns from calib (its setup reads the validation loader): see ood_bench.calibration
+        self.reads_calib = postprocessor in READS_VAL
         # null = OpenOOD's default (the YAMLs list every argument name as null)
         self._params = {k: v for k, v in (params or {}).items() if v is not None}
         self.aps = bool(aps)

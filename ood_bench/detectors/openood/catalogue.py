@@ -91,6 +91,23 @@ CONFIG_FILES = {"patchcore": "patch.yml", "grood": "grood.yaml"}
 # OpenOOD's Evaluator calls during its APS search alone; without APS, postprocess would fail, so
 # the defaults from its config are applied with set_hyperparam(get_hyperparam()) after setup.
 INIT_BY_SET_HYPERPARAM = {"adascale_a", "adascale_l"}
+# Postprocessors whose ``setup`` reads the ID validation loader (``id_loader_dict['val']``, which
+# the adapter fills with ``calib``): activation percentiles (ReAct, VRA, AdaScale), the
+# temperature, the principal space (Residual), class means (GROOD, KLM, CFOOD, MDS ensemble).
+# Conformal p-values on top of them use the half of calib they did not see
+# (ood_bench.calibration); read from OpenOOD's postprocessors at the pinned commit.
+READS_VAL = {
+    "adascale_a",
+    "adascale_l",
+    "cfood",
+    "grood",
+    "klm",
+    "mds_ensemble",
+    "react",
+    "residual",
+    "temp_scaling",
+    "vra",
+}
 
 
 def status(name: str) -> tuple[str, str]:

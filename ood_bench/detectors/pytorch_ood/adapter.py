@@ -67,6 +67,7 @@ class PytorchOODDetector(Detector):
         if fit_on not in ("fit", "calib"):
             raise ConfigError(f"{name}: fit_on must be 'fit' or 'calib', got {fit_on!r}")
         self.fit_on = fit_on
+        self.reads_calib = fit_on == "calib"  # see ood_bench.calibration
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.parts = dict(cat.PARTS.get(cls, {}))
