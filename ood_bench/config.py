@@ -168,7 +168,15 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 # keys that say where things are or how to run, not what is computed: not part of the job hash
-NOT_IN_HASH = ("cache_dir", "results_dir", "data_root", "rerun", "batch_size", "allow_failures")
+NOT_IN_HASH = (
+    "cache_dir",
+    "results_dir",
+    "data_root",
+    "rerun",
+    "batch_size",
+    "allow_failures",
+    "store_scores",
+)
 
 
 def config_hash(cfg: DictConfig) -> str:

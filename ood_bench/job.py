@@ -31,6 +31,8 @@ from ood_bench.environment import environment
 from ood_bench.errors import ConfigError
 from ood_bench.pipeline import build_benchmark
 from ood_bench.results import make_row, read_results, to_frame, write_csv
+from ood_bench.scores import SCORES_FILE, JobScores
+from ood_bench.scores import save as save_scores
 from ood_bench.sweep import write_status
 
 log = logging.getLogger("ood_bench.job")
@@ -45,6 +47,7 @@ class JobResult:
     rows: list[dict[str, Any]]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     summary: Callable[[pd.DataFrame], str] | None = None
+    scores: JobScores | None = None  # per-sample scores, written as scores.npz (store_scores)
 
 
 Evaluate = Callable[[DictConfig, dict[str, Any], Benchmark], JobResult]
@@ -229,6 +232,9 @@ def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = No
     for name, table in result.tables.items():
         if not table.empty:
             write_table(table, out_dir / name)
+    if result.scores is not None and cfg.get("store_scores", True):
+        path = save_scores(result.scores, out_dir / SCORES_FILE)
+        log.info("per-sample scores: %s (%.1f KiB)", path, path.stat().st_size / 1024)
     df = to_frame(result.rows)
     path = write_csv(df, out_csv)
     shared = None

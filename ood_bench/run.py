@@ -24,6 +24,7 @@ from ood_bench.job import JobResult, peak_rss_mb, run_job, seed_of
 from ood_bench.metrics import ALPHAS, accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
 from ood_bench.pipeline import prepare, seed_everything
 from ood_bench.results import make_row
+from ood_bench.scores import JobScores, ScoreSet
 
 log = logging.getLogger("ood_bench.run")
 
@@ -32,6 +33,13 @@ def evaluate(
     cfg: DictConfig, job: dict[str, Any], bench: Benchmark | None = None
 ) -> list[dict[str, Any]]:
     """Prepared features → detector fit/score → metric rows (``bench``: already built)."""
+    return evaluate_scored(cfg, job, bench)[0]
+
+
+def evaluate_scored(
+    cfg: DictConfig, job: dict[str, Any], bench: Benchmark | None = None
+) -> tuple[list[dict[str, Any]], JobScores]:
+    """:func:`evaluate`'s rows and the per-sample scores (and p-values) behind them."""
     prep = prepare(cfg, bench)
     bench, extractor = prep.bench, prep.extractor
     fit_f, calib_f, test_f, ood_f = prep.fit, prep.calib, prep.test, prep.ood
@@ -90,8 +98,17 @@ def evaluate(
             rows.append(
                 make_row(job, metric, value, s.name, s.group, len(s_id), len(s_ood[s.name]))
             )
+    p_id: np.ndarray | None = None
+    p_ood: dict[str, np.ndarray] = {}
     if detector.gives_pvalues:
-        rows += pvalue_rows(detector, job, test_f, ood_f, bench)
+        p_id = detector.pvalues(test_f)
+        p_ood = {name: detector.pvalues(f) for name, f in ood_f.items()}
+        rows += pvalue_rows(detector, job, p_id, p_ood, bench)
+    scores = JobScores(
+        [ScoreSet(bench.split("test").name, "id", "id", s_id, p_id)]
+        + [ScoreSet(s.name, "ood", s.group, s_ood[s.name], p_ood.get(s.name)) for s in bench.ood],
+        {k: job.get(k) for k in ("run_id", "config_hash", "benchmark", "detector", "seed")},
+    )
     runtime = {
         "extract_s": extractor.extract_s,
         "forward_samples": extractor.forward_samples,
@@ -106,20 +123,22 @@ def evaluate(
     rows += [make_row(job, f"param_{k}", float(v)) for k, v in detector.recorded_params().items()]
     if tuned_on:
         rows.append(make_row(job, "tuned_on_ood", 1.0, tuned_on, "validation"))
-    return rows
+    scores.meta["backbone_sha256"] = job.get("backbone_sha256")
+    return rows, scores
 
 
-def pvalue_rows(detector, job: dict[str, Any], test_f, ood_f, bench) -> list[dict[str, Any]]:
-    """Type-I error, power and BH rows of a detector that gives calibrated p-values, and what
-    its calibration can reach: ``p_min``, the classes each level never rejects, and whether the
-    calibration in use is class-conditional."""
-    p_id = detector.pvalues(test_f)
+def pvalue_rows(
+    detector, job: dict[str, Any], p_id: np.ndarray, p_ood: dict[str, np.ndarray], bench
+) -> list[dict[str, Any]]:
+    """Type-I error, power and BH rows of a detector that gives calibrated p-values (``p_id``
+    of ID test, ``p_ood`` per OOD set), and what its calibration can reach: ``p_min``, the
+    classes each level never rejects, and whether the calibration in use is class-conditional."""
     rows = [make_row(job, m, v, n_id=len(p_id)) for m, v in fpr_at_alpha(p_id).items()]
     for s in bench.ood:
-        p_ood = detector.pvalues(ood_f[s.name])
+        p = p_ood[s.name]
         rows += [
-            make_row(job, m, v, s.name, s.group, len(p_id), len(p_ood))
-            for m, v in pvalue_metrics(p_id, p_ood).items()
+            make_row(job, m, v, s.name, s.group, len(p_id), len(p))
+            for m, v in pvalue_metrics(p_id, p).items()
         ]
     if (nbytes := detector.reference_nbytes()) is not None:
         rows.append(make_row(job, "reference_mb", nbytes / 2**20))
@@ -168,7 +187,8 @@ def evaluate_job(cfg: DictConfig, job: dict[str, Any], bench: Benchmark) -> JobR
         head = f"ID test accuracy {100 * acc:.2f}%; results per OOD set ({job['detector']})"
         return f"{head}:\n{summary(df)}"
 
-    return JobResult(evaluate(cfg, job, bench), summary=text)
+    rows, scores = evaluate_scored(cfg, job, bench)
+    return JobResult(rows, summary=text, scores=scores)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ood_bench.environment import require_clean_tree
 from ood_bench.results import backbone_conflicts, collect, write_csv
+from ood_bench.verify import collect_scores, scores_dir_for
 
 log = logging.getLogger("collect")
 
@@ -25,11 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("sweep_dirs", nargs="+", type=Path, help="sweep or run directories")
     p.add_argument("--out", type=Path, required=True, help="merged CSV to write")
+    p.add_argument(
+        "--scores",
+        type=Path,
+        help="where the jobs' per-sample scores go as <run_id>.npz (default: results/scores/"
+        "<stem>/ for results/raw/<stem>.csv, else <stem>.scores/ beside the CSV)",
+    )
+    p.add_argument("--no-scores", action="store_true", help="do not gather the scores")
     args = p.parse_args(argv)
     require_clean_tree(args.out, "collect.py")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     df = collect(*args.sweep_dirs)
     write_csv(df, args.out)
+    if not args.no_scores:
+        scores_dir = args.scores or scores_dir_for(args.out)
+        n = collect_scores(args.sweep_dirs, df, scores_dir)
+        log.info("gathered the per-sample scores of %d jobs → %s", n, scores_dir)
     jobs = df.groupby("run_id")["status"].first()
     log.info(
         "collected %d rows from %d jobs (%d ok, %d failed) → %s",
