@@ -120,3 +120,35 @@ def test_colour_photo_crops_keep_their_levels():
     assert crops.shape == (40, 32, 32, 3) and crops.dtype == np.uint8
     spread = crops.reshape(40, -1).max(1) - crops.reshape(40, -1).min(1)
     assert (spread < 255).any()  # not min-max stretched like the grey digits patches
+
+
+# --- issue 26: labels, class index, names and sizes validated where the data enter ----------
+
+
+class _Boom:
+    """Unpickling this object would create the file it names."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_npz_object_array_and_empty_files_are_named_errors(root, tmp_path):
+    witness = tmp_path / "pwned"
+    bad = tmp_path / "obj.npz"
+    np.savez(bad, x=np.array([_Boom(witness)] * 3, dtype=object), y=np.zeros(3, np.int64))
+    with pytest.raises(DataError, match=rf"{bad} holds an object array.*never loaded.*Fix"):
+        toy(root, ood=[{"name": "o", "group": "far", "npz": str(bad)}])
+    assert not witness.exists()
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 12, 12), np.uint8), y=np.zeros(0, np.int64))
+    with pytest.raises(DataError, match=rf"{empty} holds no images.*Fix"):
+        toy(root, ood=[{"name": "e", "group": "far", "npz": str(empty)}])
+
+
+def test_empty_imagefolder_class_folder_is_named(root):
+    (root / "folder" / "c_empty").mkdir()
+    with pytest.raises(DataError, match=r"class folder\(s\) .*folder/c_empty hold no image.*Fix"):
+        toy(root)
