@@ -372,6 +372,19 @@ def test_wrong_sha256_raises(tiny_bench, tmp_path):
     assert digest in str(e.value) and "Fix:" in str(e.value)
 
 
+def test_sha256_is_case_insensitive_and_must_be_a_digest(tiny_bench, tmp_path):
+    """An upper-case digest (as some tools print it) was reported as a mismatch; a value that
+    is no digest at all is a config error before anything is loaded."""
+    ckpt = tmp_path / "w32.pt"
+    digest = _save(DigitsCNN(), ckpt)
+    for given in (digest.upper(), f" {digest}\n"):
+        bb = get_backbone("digits_cnn", tiny_bench, tmp_path, checkpoint=str(ckpt), sha256=given)
+        assert bb.sha256 == digest
+    for bad in (digest[:12], digest[:-1] + "g", "sha256:" + digest):
+        with pytest.raises(ConfigError, match=r"is not a sha256 digest \(64 hexadecimal.*Fix"):
+            get_backbone("digits_cnn", tiny_bench, tmp_path, checkpoint=str(ckpt), sha256=bad)
+
+
 def test_missing_or_corrupt_checkpoint_raises(tiny_bench, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         get_backbone("digits_cnn", tiny_bench, tmp_path, checkpoint=str(tmp_path / "none.pt"))

@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 
 from ood_bench.data.base import Benchmark, stratified_split
 from ood_bench.data.digits import FAR_SETS, build_digits
-from ood_bench.errors import ConfigError
+from ood_bench.errors import ConfigError, DataError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "benchmark"
 FRACTIONS = {"train": 0.5, "fit": 0.1, "calib": 0.15, "test": 0.25}
@@ -278,3 +278,44 @@ def test_select_ood_unknown_name_lists_the_options(digits_open):
 def test_unknown_split_raises(digits_a):
     with pytest.raises(ConfigError, match="no split 'val'"):
         digits_a.split("val")
+
+
+# --- issue 26: names, duplicates and empty OOD sets refused where the benchmark is built -----
+
+
+def test_select_ood_refuses_a_set_named_twice(digits_open):
+    """ood_sets=[uniform_noise,uniform_noise] evaluated the set twice: duplicated rows."""
+    with pytest.raises(
+        ConfigError,
+        match=r"\['uniform_noise'\].*more than once.*"
+        r"ood_sets=\[uniform_noise,digits_6_7_8_9\]",
+    ):
+        digits_open.select_ood(["uniform_noise", "digits_6_7_8_9", "uniform_noise"])
+
+
+def test_digits_names_are_checked_and_n_ood_must_be_positive():
+    with pytest.raises(ConfigError, match=r"invalid benchmark name 'javascript:alert\(3\)//'"):
+        build_digits(name="javascript:alert(3)//", far_sets=[])
+    with pytest.raises(ConfigError, match=r"OOD set name 'uniform_noise' is given twice"):
+        build_digits(far_sets=["uniform_noise", "uniform_noise"], n_ood=5)
+    for n in (0, -3):  # 0 gave four empty sets and a KeyError: 'labels' after extraction
+        with pytest.raises(ConfigError, match=rf"n_ood={n}: each far OOD set .*n_ood=<number"):
+            build_digits(n_ood=n)
+    assert build_digits(far_sets=[], n_ood=0).ood == []  # no far set: n_ood unused
+
+
+def test_a_benchmark_refuses_an_empty_ood_set_and_bad_names(digits_a):
+    """However a benchmark is built (a builder, ``replace``), its names and OOD sets are
+    checked: an OOD set of 0 images named with the fix, a path-like name refused."""
+    from dataclasses import replace
+
+    empty = digits_a.ood[0].subset(np.arange(0), "empty", {})
+    with pytest.raises(
+        DataError, match=r"OOD set 'empty' of benchmark 'digits' holds no images.*Fix"
+    ):
+        replace(digits_a, ood=[empty])
+    with pytest.raises(ConfigError, match=r"invalid benchmark name '\.\./x'"):
+        replace(digits_a, name="../x")
+    renamed = digits_a.ood[1].subset(np.arange(3), digits_a.ood[0].name, {})
+    with pytest.raises(ConfigError, match="given twice"):
+        replace(digits_a, ood=[digits_a.ood[0], renamed])

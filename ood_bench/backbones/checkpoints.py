@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from ood_bench.backbones.architectures import build_model, check_input_size
 from ood_bench.backbones.taps import find_taps
 from ood_bench.backbones.training import TrainConfig, model_accuracy, train_classifier
 from ood_bench.data.base import Benchmark, ImageSet
-from ood_bench.errors import CheckpointError
+from ood_bench.errors import CheckpointError, ConfigError
 from ood_bench.hashing import hash_obj, sha256_file
 
 log = logging.getLogger("ood_bench.backbones")  # one logger for the package, as before
@@ -134,6 +135,23 @@ def known_sha256(
     return digest if digest == card.get("sha256") else None
 
 
+def expected_sha256(value: object) -> str | None:
+    """``backbone.sha256`` as 64 lower-case hex digits, or None when unset: a hex digest does
+    not depend on letter case (``sha256sum`` prints lower case, some tools upper case), so
+    ``ABC…`` and ``abc…`` are the same digest. Anything that is not 64 hex digits is a
+    ConfigError naming the fix, rather than a mismatch reported after loading."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower()
+    if re.fullmatch(r"[0-9a-f]{64}", text) is None:
+        raise ConfigError(
+            f"backbone.sha256={value!r} is not a sha256 digest (64 hexadecimal digits). Fix: "
+            "give the checkpoint file's digest (sha256sum FILE, or the sha256 in its .json "
+            "card), or drop backbone.sha256."
+        )
+    return text
+
+
 def get_backbone(
     arch: str,
     benchmark: Benchmark,
@@ -163,6 +181,7 @@ def get_backbone(
     harness card (``<file>.json`` of the cache or of ``scripts/train_backbone.py``) with the
     file's sha256 lies beside it (:func:`trained_on`).
     """
+    sha256 = expected_sha256(sha256)
     kwargs = _model_kwargs(benchmark, arch_kwargs)
     torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on prior RNG use
     model = build_model(arch, **kwargs)

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from ood_bench.errors import ConfigError
+from ood_bench.errors import ConfigError, DataError
 from ood_bench.hashing import hash_arrays
+from ood_bench.names import check_name, check_names
 
 ID_SPLITS = ("train", "fit", "calib", "test")
 OOD_GROUPS = ("near", "far")
@@ -106,6 +107,22 @@ class Benchmark:
     ood: list[ImageSet]
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Check, where every benchmark is built, what would otherwise give wrong rows: the
+        benchmark's and each OOD set's names become file names, links and table cells
+        (:func:`~ood_bench.names.check_name`), two OOD sets of one name would overwrite each
+        other's rows, and an OOD set without images gives no scores."""
+        check_name(self.name, "benchmark name")
+        check_names([s.name for s in self.ood], "OOD set name", f"benchmark {self.name!r}")
+        for s in self.ood:
+            if len(s) == 0:
+                raise DataError(
+                    f"OOD set {s.name!r} of benchmark {self.name!r} holds no images, so it "
+                    "would give no scores and no metrics. Fix: give it images (its size, e.g. "
+                    "n / n_ood / max_samples / ood_max, at least 1; its classes present in its "
+                    "source), or leave it out with ood_sets=[...]."
+                )
+
     @property
     def num_classes(self) -> int:
         """Number of ID classes."""
@@ -136,6 +153,7 @@ class Benchmark:
             return self
         if isinstance(names, str):  # not its letters
             names = [names]
+        check_ood_selection(names, self.name)
         return replace(self, ood=[self.ood_set(n) for n in names])
 
     def calib_from_test(
@@ -183,6 +201,19 @@ class Benchmark:
             f"{self.name}: ID {self.id_name} ({self.num_classes} classes, "
             f"{self.in_channels}×{self.image_size[0]}×{self.image_size[1]}) "
             f"{' '.join(parts)}; OOD {' '.join(ood)}"
+        )
+
+
+def check_ood_selection(names: list[str], bench: str) -> None:
+    """``ood_sets`` naming one set twice would evaluate it twice and write its rows twice: a
+    ConfigError naming the set(s) and the fix."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        once = ",".join(dict.fromkeys(names))
+        raise ConfigError(
+            f"ood_sets names the OOD set(s) {twice} of benchmark {bench!r} more than once; "
+            f"each would be evaluated and its rows written twice. Fix: name each set once, "
+            f"e.g. ood_sets=[{once}]."
         )
 
 

@@ -63,6 +63,13 @@ def build_digits(
         raise ConfigError(
             f"fractions must name train, fit, calib and test; got {sorted(fractions)}"
         )
+    if far_sets and (isinstance(n_ood, bool) or not isinstance(n_ood, int) or n_ood < 1):
+        raise ConfigError(
+            f"n_ood={n_ood!r}: each far OOD set of {name} ({', '.join(far_sets)}) would hold "
+            "that many images, and a set without images gives no scores. Fix: "
+            "benchmark.n_ood=<number ≥ 1> (default 500), or leave the far sets out "
+            "(benchmark.far_sets=[])."
+        )
     if set(id_classes) & set(near_classes):
         raise ConfigError(
             f"classes {sorted(set(id_classes) & set(near_classes))} are both ID and near-OOD"

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
 
-from ood_bench.data.base import Benchmark, ImageSet, stratified_split
+from ood_bench.data.base import Benchmark, ImageSet, check_ood_selection, stratified_split
 from ood_bench.data.images import (
     NpzSet,
     Preprocess,
@@ -27,7 +28,8 @@ from ood_bench.data.images import (
     load_source,
 )
 from ood_bench.data.root import resolve_data_root
-from ood_bench.errors import ConfigError
+from ood_bench.errors import ConfigError, DataError
+from ood_bench.names import check_name, check_names
 
 log = logging.getLogger(__name__)
 SOURCE_KEYS = ("dataset", "imagefolder", "npz", "download", "splits")
@@ -102,6 +104,152 @@ def _raw_shape(ds: Dataset) -> tuple[int, ...]:
     return tuple(arr.shape)
 
 
+def _count(value: object, key: str, owner: str = "", cap: bool = True) -> int | None:
+    """``value`` as a number of images ≥ 1 (None stays None: no cap). 0, negatives and
+    non-numbers are a ConfigError naming the option and the fix: 0 would otherwise be ignored
+    (``fit_max``) or give an empty set (``n``, ``max_samples``, ``ood_max``)."""
+    if value is None and cap:
+        return None
+    whole = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and float(value).is_integer()
+        and value >= 1
+    )
+    if not whole:
+        alt = f", or {key}=null for no cap" if cap else ""
+        raise ConfigError(
+            f"{key}={value!r}{owner} is not a whole number of images ≥ 1. "
+            f"Fix: {key}=<number ≥ 1> (e.g. {key}=1000){alt}."
+        )
+    return int(value)  # type: ignore[arg-type]
+
+
+def _source_text(source: dict[str, Any], split: str, root: Path) -> str:
+    """Where a split of a source is read from, for messages: its file or folder, else the
+    torchvision dataset and split."""
+    folder = dict(source.get("splits") or {}).get(split, split)
+    for key in ("imagefolder", "npz"):
+        if key in source:
+            path = Path(str(source[key]).format(split=folder))
+            return str(path if path.is_absolute() else root / path)
+    return f"{source.get('dataset')} ({split} split)"
+
+
+def _class_id(c: object, folders: list[str] | None, where: str) -> int:
+    """One entry of a ``classes`` list as a label: an id ≥ 0, or (ImageFolder) a class folder's
+    name, its position among the train split's sorted folders."""
+    if folders is not None and isinstance(c, str) and c in folders:
+        return folders.index(c)
+    try:
+        if isinstance(c, bool):
+            raise TypeError
+        cid = int(c)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        more = "..." if folders and len(folders) > 8 else ""
+        known = f" (class folders: {folders[:8]}{more})" if folders else ""
+        raise ConfigError(
+            f"class {c!r} is neither a class id (an integer ≥ 0) nor a class folder of "
+            f"{where}{known}. Fix: list class ids or folder names in classes."
+        ) from None
+    if cid < 0:
+        raise ConfigError(f"class {c!r} in classes is negative. Fix: class ids are 0, 1, 2, ...")
+    return cid
+
+
+def _require_labels(y: np.ndarray, split: str, where: str) -> None:
+    """ID images need their class: -1 (unlabeled) is for OOD sets only."""
+    unlabeled = np.flatnonzero(y < 0)
+    if len(unlabeled):
+        raise DataError(
+            f"{where}: {len(unlabeled)} of {len(y)} images of the ID {split} split are unlabeled "
+            f"(label {int(y[unlabeled[0]])}, e.g. image {int(unlabeled[0])}). ID images need "
+            "their class (the backbone trains on them, splits are stratified by class, ID "
+            "accuracy is measured); -1 marks unlabeled images in OOD sets only. Fix: drop those "
+            "images from the ID set, or give them as an OOD set (an entry of ood:)."
+        )
+
+
+def _align_folders(
+    test: ImageFolder, folders: list[str], declared: bool, where: dict[str, str]
+) -> np.ndarray:
+    """The test split's labels in the train split's class index (matched by folder name): each
+    ImageFolder numbers its own sorted folders, so a test/ lacking one class would shift every
+    later one. A test folder unknown to train is an error unless the ID classes are declared
+    (then it is left out, -1)."""
+    extra = [c for c in test.classes if c not in folders]
+    if extra and not declared:
+        raise DataError(
+            f"class folder(s) {extra} of the ID test split ({where['test']}) are not in the "
+            f"train split ({where['train']}): the backbone never learns them, and their images "
+            "would be dropped. Fix: add them to train, remove them from test, or declare the "
+            "ID classes (benchmark.id_set.classes=[...]) to keep only those."
+        )
+    lut = np.array([folders.index(c) if c in folders else -1 for c in test.classes])
+    return lut[dataset_targets(test)]
+
+
+def _id_classes(
+    declared: list[Any] | None,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    folders: list[str] | None,
+    where: dict[str, str],
+) -> list[int]:
+    """The ID class labels, in order (they become 0..K-1). Undeclared: train's classes, and
+    test must hold the same set (a class in only one split is an error naming it and the
+    split). Declared: each must be in train; one absent from test is allowed (logged)."""
+
+    def text(cs: list[int]) -> str:
+        named = folders or []
+        return ", ".join(f"{c} ({named[c]})" if c < len(named) else str(c) for c in cs)
+
+    in_train = set(np.unique(y_train).tolist())
+    in_test = set(np.unique(y_test[y_test >= 0]).tolist())
+    if declared is None:
+        only_test = sorted(in_test - in_train)
+        if only_test:
+            n = int(np.isin(y_test, only_test).sum())
+            raise DataError(
+                f"class(es) {text(only_test)} of the ID test split ({where['test']}) have no "
+                f"image in the train split ({where['train']}): the backbone never learns them "
+                f"and their {n} test images would be dropped. Fix: add training images of them, "
+                "or declare the ID classes (benchmark.id_set.classes=[...]): only those are ID, "
+                "other classes are left out (e.g. to give them as a near OOD set)."
+            )
+        only_train = sorted(in_train - in_test)
+        if only_train:
+            raise DataError(
+                f"class(es) {text(only_train)} of the train split ({where['train']}) have no "
+                f"image in the ID test split ({where['test']}): their accuracy and detection "
+                "would never be measured. Fix: add test images of them, or declare the ID "
+                "classes (benchmark.id_set.classes=[...]), which allows a class absent from test."
+            )
+        return sorted(in_train)
+    classes = [_class_id(c, folders, where["train"]) for c in declared]
+    twice = sorted({c for c in classes if classes.count(c) > 1})
+    if twice:
+        raise ConfigError(
+            f"benchmark.id_set.classes lists class(es) {text(twice)} twice. Fix: list each once."
+        )
+    missing = [c for c in classes if c not in in_train]
+    if missing:
+        raise DataError(
+            f"ID class(es) {text(missing)} of benchmark.id_set.classes have no image in the "
+            f"train split ({where['train']}): the backbone would never learn them. Fix: add "
+            "training images of them, or leave them out of id_set.classes."
+        )
+    absent = [c for c in classes if c not in in_test]
+    if absent:
+        log.warning(
+            "ID class(es) %s have no image in the ID test split (%s); allowed, since the ID "
+            "classes are declared: the labels follow the declared list",
+            text(absent),
+            where["test"],
+        )
+    return classes
+
+
 def build_image_benchmark(
     name: str,
     id_set: dict[str, Any],
@@ -123,12 +271,17 @@ def build_image_benchmark(
     ``max_samples``; or ``noise: uniform|gaussian`` with ``n``; or ``photos: natural`` with
     ``n`` (crops of the photos inside scikit-learn and scikit-image, optional ``exclude``).
     """
+    check_name(name, "benchmark name")
+    known = check_names([o.get("name") for o in ood], "OOD set name", f"benchmark {name!r}")
+    fit_max, test_max = _count(fit_max, "fit_max"), _count(test_max, "test_max")
+    ood_max = _count(ood_max, "ood_max")
     root = resolve_data_root(data_root, f"benchmark {name}")
     pre = Preprocess.from_cfg(preprocess)
-    known = [o["name"] for o in ood]
     if isinstance(ood_sets, str):  # ood_sets=one_set: that set, not its letters
         ood_sets = [ood_sets]
     if ood_sets is not None:
+        ood_sets = [str(n) for n in ood_sets]
+        check_ood_selection(ood_sets, name)
         unknown = sorted(set(ood_sets) - set(known))
         if unknown:
             raise ConfigError(f"benchmark {name} has no OOD set(s) {unknown}; sets: {known}")
@@ -137,9 +290,17 @@ def build_image_benchmark(
     source = {k: v for k, v in id_set.items() if k in SOURCE_KEYS}
     train_ds, train_fp = load_source(source, "train", root)
     test_ds, test_fp = load_source(source, "test", root)
-    classes = id_set.get("classes")
+    where = {s: _source_text(source, s, root) for s in ("train", "test")}
     y_train, y_test = dataset_targets(train_ds), dataset_targets(test_ds)
-    classes = sorted(np.unique(y_train).tolist()) if classes is None else [int(c) for c in classes]
+    _require_labels(y_train, "train", where["train"])
+    _require_labels(y_test, "test", where["test"])
+    declared = id_set.get("classes")
+    folders = list(train_ds.classes) if isinstance(train_ds, ImageFolder) else None
+    test_spec: dict[str, Any] = {}
+    if folders is not None and isinstance(test_ds, ImageFolder) and test_ds.classes != folders:
+        y_test = _align_folders(test_ds, folders, declared is not None, where)
+        test_spec["class_index"] = "train"  # labels by train's folders (a new cache key)
+    classes = _id_classes(declared, y_train, y_test, folders, where)
     remap = np.full(max(int(y_train.max()), int(y_test.max()), max(classes)) + 1, -1)
     remap[classes] = np.arange(len(classes))
     base_spec = {"benchmark": name, "id": source, "classes": classes, "seed": seed}
@@ -161,6 +322,11 @@ def build_image_benchmark(
             {**base_spec, "split": split, "fp": train_fp, "calib_fraction": calib_fraction},
         )
     te_idx = _subsample(np.flatnonzero(np.isin(y_test, classes)), test_max, seed + 1)
+    if len(te_idx) == 0:
+        raise DataError(
+            f"the ID test split ({where['test']}) holds no image of the ID classes {classes}. "
+            "Fix: add test images of them, or declare other classes (benchmark.id_set.classes)."
+        )
     splits["test"] = image_set(
         f"{name}_test",
         "id",
@@ -168,7 +334,7 @@ def build_image_benchmark(
         te_idx,
         remap[y_test[te_idx]],
         pre,
-        {**base_spec, "split": "test", "fp": test_fp},
+        {**base_spec, "split": "test", "fp": test_fp, **test_spec},
     )
     if fit_max and len(splits["train"]) > fit_max:
         fit_idx = _subsample(np.arange(len(splits["train"])), fit_max, seed + 2)
@@ -190,8 +356,12 @@ def build_image_benchmark(
     for k, entry in enumerate(ood):
         if entry.get("group") not in ("near", "far"):
             raise ConfigError(f"OOD set {entry.get('name')} needs group near or far")
+        owner = f" (OOD set {entry['name']!r} of benchmark {name!r})"
+        # checked, the entry left as written (it is part of the set's spec, a cache key)
+        _count(entry.get("n", 1000), "n", owner, cap=False)
+        max_samples = _count(entry.get("max_samples"), "max_samples", owner)
         if ood_max is not None:  # one cap for every set (quick runs), on top of max_samples
-            cap = min(int(ood_max), int(entry.get("max_samples") or ood_max))
+            cap = min(ood_max, max_samples or ood_max)
             entry = {**entry, "max_samples": cap, "n": min(int(entry.get("n", cap)), cap)}
         ood_out.append(_ood_set(entry, root, pre, raw_shape, seed + 100 + k))
     bench = Benchmark(
@@ -239,8 +409,24 @@ def _ood_set(
         spec["fp"] = fp
         idx = np.arange(len(ds))
         if entry.get("classes") is not None:
-            idx = idx[np.isin(dataset_targets(ds), [int(c) for c in entry["classes"]])]
+            where = f"OOD set {name!r} ({_source_text(source, entry.get('split', 'test'), root)})"
+            folders = list(ds.classes) if isinstance(ds, ImageFolder) else None
+            wanted = [_class_id(c, folders, where) for c in entry["classes"]]
+            targets = dataset_targets(ds)
+            missing = sorted(set(wanted) - set(np.unique(targets).tolist()))
+            if missing:
+                raise DataError(
+                    f"{where}: class(es) {missing} of its classes have no image in the source, "
+                    "so the set would silently lack them. Fix: list classes present in it, or "
+                    "check the file / split."
+                )
+            idx = idx[np.isin(targets, wanted)]
         idx = _subsample(idx, entry.get("max_samples"), seed)
+    if len(idx) == 0:
+        raise DataError(
+            f"OOD set {name!r} holds no images, so it would give no scores and no metrics. "
+            "Fix: give it images, or leave it out with ood_sets=[...]."
+        )
     return image_set(name, group, ds, idx, np.full(len(idx), -1), pre, spec)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ood_bench.data.base import ImageSet
 from ood_bench.data.root import require_dataset
@@ -242,14 +244,32 @@ class NpzSet(Dataset):
                 "N×H×W[×C]) and y (int, -1 = unlabeled). Fix: create it, point "
                 "data_root elsewhere, or drop the set (ood_sets=[...])."
             )
-        with np.load(path) as z:
-            if "x" not in z:
-                raise DataError(f"{path} has no array 'x' (found {list(z.keys())})")
-            self.data = z["x"]
-            self.targets = z["y"] if "y" in z else np.full(len(self.data), -1)
+        try:
+            with np.load(path) as z:  # allow_pickle=False: a pickle can run code, never loaded
+                if "x" not in z:
+                    raise DataError(f"{path} has no array 'x' (found {list(z.keys())})")
+                self.data = z["x"]
+                self.targets = z["y"] if "y" in z else np.full(len(self.data), -1)
+        except ValueError as e:  # an object (pickled) array, or a pickle instead of an npz
+            raise DataError(
+                f"{path} holds an object array or a pickle ({e}), and pickled data is never "
+                "loaded: it can run code. Fix: save plain arrays, e.g. np.savez(path, "
+                "x=images.astype(np.uint8), y=labels.astype(np.int64))."
+            ) from e
+        except (OSError, zipfile.BadZipFile) as e:
+            raise DataError(
+                f"{path} could not be read as an npz file ({e}). Fix: write it with "
+                "np.savez(path, x=..., y=...), or drop the set (ood_sets=[...])."
+            ) from e
         if self.data.dtype != np.uint8 or self.data.ndim not in (3, 4):
             raise DataError(
                 f"{path}: x must be uint8 N×H×W[×C], got {self.data.dtype} {self.data.shape}"
+            )
+        if len(self.data) == 0:
+            raise DataError(
+                f"{path} holds no images (x has shape {self.data.shape}): a set without images "
+                "gives no scores. Fix: write the images into it, or drop the set "
+                "(ood_sets=[...])."
             )
         self.targets = _integer_labels(path, self.targets, len(self.data))
 
@@ -272,17 +292,66 @@ def _integer_labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
             f"label, or images and classes would be dropped silently. {fix}"
         )
     if np.issubdtype(y.dtype, np.integer):
-        return y.astype(np.int64)
+        return _class_ids(path, y.astype(np.int64), fix)
     if np.issubdtype(y.dtype, np.floating):
         bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
         if not len(bad):
-            return y.astype(np.int64)
+            return _class_ids(path, y.astype(np.int64), fix)
         raise DataError(
             f"{path}: y holds non-integer labels ({len(bad)} of {n}, e.g. y[{bad[0]}]="
             f"{y[bad[0]].item()}); class labels must be whole numbers (float arrays are accepted "
             f"only when every value is integral, such as 3.0), nothing is rounded. {fix}"
         )
     raise DataError(f"{path}: y must hold integer class labels, got dtype {y.dtype}. {fix}")
+
+
+def _class_ids(path: Path, y: np.ndarray, fix: str) -> np.ndarray:
+    """``y`` when every label is a class id ≥ 0 or -1 (unlabeled), else a DataError naming the
+    file: a label such as -2 is neither, and indexing with it would count from the end."""
+    bad = np.flatnonzero(y < -1)
+    if len(bad):
+        raise DataError(
+            f"{path}: y holds negative labels other than -1 ({len(bad)} of {len(y)}, e.g. "
+            f"y[{bad[0]}]={y[bad[0]]}); a label is a class id 0..K-1, or -1 for an unlabeled "
+            f"image (OOD sets only). {fix}"
+        )
+    return y
+
+
+def _empty_class_folders(path: Path) -> list[str]:
+    """The class folders under ``path`` without one image file ImageFolder reads."""
+    return [
+        d.name
+        for d in sorted(path.iterdir())
+        if d.is_dir()
+        and not any(f.is_file() and f.suffix.lower() in IMG_EXTENSIONS for f in d.rglob("*"))
+    ]
+
+
+def load_imagefolder(path: Path) -> tvd.ImageFolder:
+    """An ImageFolder root ``path/<class>/<images>``; a missing root, no class folder or an
+    empty class folder is a DataError naming the folder and the fix."""
+    if not path.is_dir():
+        raise DataError(
+            f"ImageFolder root {path} not found. Expected layout: "
+            f"{path}/<class>/<image files>. Fix: create it, point data_root "
+            "elsewhere, or drop the set (ood_sets=[...])."
+        )
+    try:
+        return tvd.ImageFolder(str(path))
+    except FileNotFoundError as e:
+        empty = _empty_class_folders(path)
+        what = (
+            f"class folder(s) {', '.join(str(path / c) for c in empty)} hold no image"
+            if empty
+            else f"it has no class folder with images ({e})"
+        )
+        raise DataError(
+            f"ImageFolder root {path}: {what} (image files: {', '.join(IMG_EXTENSIONS)}); "
+            f"every class folder needs at least one. Expected layout: {path}/<class>/<image "
+            "files>. Fix: put images in each class folder or remove the empty ones, or drop "
+            "the set (ood_sets=[...])."
+        ) from e
 
 
 def load_source(source: dict[str, Any], split: str, root: Path) -> tuple[Dataset, str]:
@@ -299,13 +368,7 @@ def load_source(source: dict[str, Any], split: str, root: Path) -> tuple[Dataset
     if "imagefolder" in source:
         path = Path(str(source["imagefolder"]).format(split=split))
         path = path if path.is_absolute() else root / path
-        if not path.is_dir():
-            raise DataError(
-                f"ImageFolder root {path} not found. Expected layout: "
-                f"{path}/<class>/<image files>. Fix: create it, point data_root "
-                "elsewhere, or drop the set (ood_sets=[...])."
-            )
-        return tvd.ImageFolder(str(path)), _fingerprint_files(path)
+        return load_imagefolder(path), _fingerprint_files(path)
     if "npz" in source:
         path = Path(str(source["npz"]).format(split=split))
         path = path if path.is_absolute() else root / path
