@@ -103,6 +103,74 @@ def simulate(draws: int, boot_draws: int, n_resamples: int, seed: int) -> pd.Dat
     return df
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def summary(df: pd.DataFrame) -> str:
+    """The figures quoted in docs/statistics.md, as Markdown (tests/test_stats.py checks that
+    the page quotes the committed CSV's)."""
+    out = []
+    cov = df[df["simulation"] == "delong_coverage"]
+    draws = int(cov["draws"].iloc[0])
+    cells = cov.pivot_table(index="n_id", columns="truth", values="value", aggfunc="first")
+    wald = cov[cov["method"] == "wald"].set_index(["n_id", "truth"])["value"]
+    logit = cov[cov["method"] == "logit"].set_index(["n_id", "truth"])["value"]
+    header = [f"AUROC {t:.3f}" for t in cells.columns]
+    out.append(
+        f"DeLong 95 % interval, coverage of the true AUROC over {draws} binormal draws "
+        "(`logit`, the default / `wald`; target 95 ± 1.5 %):\n"
+    )
+    out.append("| n_id = n_ood | " + " | ".join(header) + " |")
+    out.append("|---|" + "---|" * len(header))
+    for n in cells.index:
+        row = [f"{_pct(logit[(n, t)])} / {_pct(wald[(n, t)])}" for t in cells.columns]
+        out.append(f"| {int(n)} | " + " | ".join(row) + " |")
+    t1 = df[df["simulation"] == "delong_type1"]
+    rhos = sorted(t1["rho"].unique())
+    out.append(
+        f"\nDeLong's paired test, type-I error at 5 % over {int(t1['draws'].iloc[0])} draws "
+        "(two detectors with the same true AUROC, scores correlated by ρ; target ≤ 6 %; in "
+        "brackets the exact 95 % interval of the Monte-Carlo estimate):\n"
+    )
+    out.append("| n_id = n_ood | AUROC | " + " | ".join(f"ρ = {r:g}" for r in rhos) + " |")
+    out.append("|---|---|" + "---|" * len(rhos))
+    for (n, truth), g in t1.groupby(["n_id", "truth"]):
+        by_rho = g.set_index("rho")
+        cells = [
+            f"{_pct(by_rho.loc[r, 'value'])} ({100 * by_rho.loc[r, 'mc_low']:.1f}–"
+            f"{100 * by_rho.loc[r, 'mc_high']:.1f})"
+            for r in rhos
+        ]
+        out.append(f"| {int(n)} | {truth:.3f} | " + " | ".join(cells) + " |")
+    va = df[df["simulation"] == "variance_agreement"].iloc[0]
+    out.append(
+        f"\nDeLong's variance, fast (midranks) against brute force (every pair), "
+        f"{int(va['draws'])} random fixtures of 3 detectors, 2–40 samples per class, half with "
+        f"ties: largest absolute difference {va['value']:.1e}, relative {va['relative']:.1e}.\n"
+    )
+    bc = df[df["simulation"] == "bootstrap_coverage"].set_index("metric")
+    bt = df[df["simulation"] == "bootstrap_type1"].set_index("metric")
+    first = bc.iloc[0]
+    auroc = true_metric("auroc", first["delta"])
+    out.append(
+        f"Stratified bootstrap ({int(first['n_resamples'])} resamples, "
+        f"{int(first['n_id'])} + {int(first['n_ood'])} samples, AUROC {auroc:.3f}, "
+        f"{int(first['draws'])} draws; targets 95 ± 3 % and ≤ 7 %):\n"
+    )
+    out.append(
+        "| metric | true value | 95 % interval coverage | paired test, type-I at 5 % (ρ = 0.5) |"
+    )
+    out.append("|---|---|---|---|")
+    for metric in bc.index:
+        out.append(
+            f"| `{metric}` | {bc.loc[metric, 'truth']:.4f} | {_pct(bc.loc[metric, 'value'])} | "
+            f"{_pct(bt.loc[metric, 'value'])} |"
+        )
+    out.append(f"\n(`results/stats/simulations.csv`, commit `{df['git_sha'].iloc[0]}`)")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Simulate and write the CSV (with the commit that produced it); print the table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -111,12 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--boot-draws", type=int, default=500, help="data sets per bootstrap row")
     ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per set")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--summary", action="store_true", help="print the docs' figures from --out and exit"
+    )
     a = ap.parse_args(argv)
+    if a.summary:
+        print(summary(pd.read_csv(a.out)), end="")
+        return 0
     require_clean_tree(a.out, "stats_simulations.py")
     t = time.perf_counter()
     df = simulate(a.draws, a.boot_draws, a.resamples, a.seed).assign(git_sha=git_sha())
     atomic_write(a.out, lambda p: df.to_csv(p, index=False, float_format="%.6g"))
     print(df.drop(columns=["git_sha"]).to_markdown(index=False, floatfmt=".4g"))
+    print(summary(df))
     print(f"wrote {a.out} ({time.perf_counter() - t:.0f} s)")
     return 0
 

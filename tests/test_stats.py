@@ -41,6 +41,7 @@ from ood_bench.stats.simulation import (
     true_metric,
     variance_agreement,
 )
+from tests.conftest import ROOT
 
 # --------------------------------------------------------------------------- DeLong
 
@@ -395,3 +396,46 @@ def test_true_metrics_of_the_binormal_model():
     assert true_metric("auroc", 0.0) == 0.5
     assert true_metric("fpr95_id", 0.0) == pytest.approx(0.95)
     assert true_metric("tpr_at_fpr", 0.0, 0.05) == pytest.approx(0.05)
+
+
+# --------------------------------------------------------------------------- committed figures
+
+SIMULATIONS = ROOT / "results" / "stats" / "simulations.csv"
+BEGIN = "<!-- stats-simulations: scripts/stats_simulations.py --out results/stats/simulations.csv --summary -->\n"  # noqa: E501
+END = "<!-- /stats-simulations -->"
+
+
+def test_committed_simulations_hold_and_come_from_committed_code():
+    df = pd.read_csv(SIMULATIONS)
+    assert df["git_sha"].nunique() == 1 and "+dirty" not in df["git_sha"].iloc[0]
+    by = dict(tuple(df.groupby("simulation")))
+    assert set(by) == {"delong_coverage", "delong_type1", "variance_agreement",
+                       "bootstrap_coverage", "bootstrap_type1"}  # fmt: skip
+    cov = by["delong_coverage"]
+    assert (cov["draws"] == 2000).all()
+    # the bar, for the default interval wherever a normal interval can hold
+    logit = cov[(cov["method"] == "logit") & (cov["truth"] < 0.99)]
+    assert logit["value"].between(0.935, 0.965).all(), logit
+    # type-I ≤ 6 % in 11 of 12 settings; the 12th (6.15 %) is not significantly above 5 %
+    # (docs/statistics.md gives its re-runs), so: none significantly above 6 %, the mean at 5 %
+    t1 = by["delong_type1"]
+    assert (t1["draws"] == 2000).all() and (t1["mc_low"] <= 0.06).all()
+    assert (t1["value"] <= 0.06).sum() >= len(t1) - 1 and t1["value"].mean() <= 0.055
+    assert by["variance_agreement"]["value"].iloc[0] < 1e-12
+
+
+def test_docs_quote_the_committed_simulations():
+    import sys
+
+    scripts = str(ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    from stats_simulations import summary
+
+    page = (ROOT / "docs" / "statistics.md").read_text()
+    assert BEGIN in page and END in page
+    quoted = page.split(BEGIN)[1].split(END)[0]
+    assert quoted == summary(pd.read_csv(SIMULATIONS)), (
+        "docs/statistics.md's simulation block differs from results/stats/simulations.csv: paste "
+        "the output of scripts/stats_simulations.py --out results/stats/simulations.csv --summary"
+    )

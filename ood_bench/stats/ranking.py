@@ -133,12 +133,13 @@ def cd_diagram(
     ranks: pd.Series,
     cd: float,
     title: str | None = None,
-    width: float = 6.0,
+    width: float | None = None,
 ):
     """Demšar's critical-difference diagram as a matplotlib Figure (returned, not saved).
 
     The axis carries the average ranks (1 = best, at the left); the bar above it is the
-    critical difference; a thick line joins detectors whose ranks differ by less than ``cd``.
+    critical difference; a thick line joins detectors whose ranks differ by at most ``cd``.
+    ``width`` (inches) grows with the number of detectors unless given.
     """
     import matplotlib.pyplot as plt
 
@@ -149,14 +150,18 @@ def cd_diagram(
     groups = cliques(r, cd)
     step = 0.25
     height = 1.0 + step * (half + 1) + 0.15 * len(groups)
+    if width is None:
+        width = max(6.0, 3.0 + 0.25 * k)
     fig, ax = plt.subplots(figsize=(width, height))
     lo, hi = 1, max(k, 2)
     ax.set_xlim(lo - 0.5, hi + 0.5)
     top = 0.0
     ax.hlines(top, lo, hi, color="k", lw=1)
+    label_every = 1 if k <= 15 else 5
     for t in range(lo, hi + 1):
         ax.vlines(t, top, top + 0.06, color="k", lw=1)
-        ax.text(t, top + 0.1, str(t), ha="center", va="bottom", fontsize=8)
+        if t == lo or t % label_every == 0:
+            ax.text(t, top + 0.1, str(t), ha="center", va="bottom", fontsize=8)
     # CD bar, above the axis at the left
     ax.hlines(top + 0.45, lo, lo + cd, color="k", lw=1.5)
     ax.vlines([lo, lo + cd], top + 0.40, top + 0.50, color="k", lw=1.5)
