@@ -1,16 +1,22 @@
 """The results site against careless and hostile input: a name that is a path or a URL scheme
 is refused where the CSVs are read, nothing is written outside --out, failed-only results are a
-clear error."""
+clear error; a build replaces only its own earlier files, in one swap a kill cannot tear."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from ood_bench.errors import DataError
-from ood_bench.site import build_site
+from ood_bench.site import build_site, output
+from ood_bench.site.build import write
 from tests.conftest import ROOT, run_module
 
 RESULTS = ROOT / "results"
@@ -98,3 +104,210 @@ def test_results_under_corruption_only_are_a_clear_error(tmp_path: Path):
     raw[raw["corruption"] != "none"].to_csv(root / "raw" / "r.csv", index=False)
     with pytest.raises(DataError, match="no result without corruption.*Fix: collect the clean"):
         build_site(root, tmp_path / "site")
+
+
+# --- the output folder: only the site's files replaced, one swap, nothing outside -------------
+
+PAGE = b'<html><span class="brand">ood-bench results</span><img src="img/a.svg"></html>'
+
+
+def site(*names: str) -> dict[str, bytes]:
+    """A small fake build: its pages, images and assets (and the manifest, as render gives)."""
+    files = {n: f"{n} of this build".encode() for n in names}
+    files |= {"assets/site.css": b"css", "assets/site.js": b"js"}
+    files[output.MANIFEST] = output.manifest(files)
+    return files
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def leftovers(out: Path) -> list[str]:
+    """Staging or swapped-out folders left beside ``out``."""
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+def add_user_files(out: Path) -> dict[str, bytes]:
+    mine = {"notes.txt": b"mine", "img/photo.png": b"png", "docs/deep/a.html": b"<p>a</p>"}
+    for rel, blob in mine.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(blob)
+    (out / "link").symlink_to("notes.txt")
+    return mine
+
+
+def test_a_rebuild_keeps_the_users_files_and_removes_only_stale_site_files(tmp_path: Path):
+    out = tmp_path / "site"
+    write(site("index.html", "a.html", "img/a.svg"), out)
+    mine = add_user_files(out)
+    inode = (out / "notes.txt").stat().st_ino
+    new = site("index.html", "b.html", "img/b.svg")
+    write(new, out)
+    got = snapshot(out)
+    assert got == new | mine  # a.html and img/a.svg (the earlier build's) gone, the rest kept
+    assert (out / "notes.txt").stat().st_ino == inode  # the same file, not a copy
+    assert os.readlink(out / "link") == "notes.txt"
+    assert leftovers(out) == []
+
+
+def test_a_folder_with_files_and_no_site_is_refused_before_any_work(tmp_path: Path):
+    out = tmp_path / "mydocs"
+    mine = add_user_files(out)
+    (out / "assets").mkdir()
+    (out / "assets" / "theme.css").write_bytes(b"mine too")
+    mine["assets/theme.css"] = b"mine too"
+    with pytest.raises(DataError, match=r"not empty and holds no site .*Fix: give a new or empty"):
+        build_site(tmp_path / "no-results-needed", out)  # refused before the results are read
+    assert snapshot(out) == mine and leftovers(out) == []
+
+
+def test_a_new_site_file_never_overwrites_a_users_file(tmp_path: Path):
+    out = tmp_path / "site"
+    write(site("index.html"), out)
+    (out / "notes.html").write_bytes(b"mine")
+    with pytest.raises(DataError, match="would overwrite .*notes.html, which no earlier build"):
+        write(site("index.html", "notes.html"), out)
+    assert (out / "notes.html").read_bytes() == b"mine" and leftovers(out) == []
+
+
+def test_a_site_built_before_manifests_is_recognised(tmp_path: Path):
+    out = tmp_path / "site"
+    old = {"index.html": PAGE, "img/a.svg": b"svg", "assets/site.css": b"c", "assets/site.js": b"j"}
+    for rel, blob in old.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(blob)
+    mine = add_user_files(out)
+    new = site("index.html", "b.html")
+    write(new, out)
+    assert snapshot(out) == new | mine  # img/a.svg, shown by the old page, removed
+
+
+def test_a_failure_half_way_leaves_the_old_site_whole(tmp_path: Path, monkeypatch):
+    out = tmp_path / "site"
+    write(site("index.html", "a.html", "img/a.svg", "img/b.svg"), out)
+    add_user_files(out)
+    before = snapshot(out)
+    calls = []
+
+    def fail_on_the_third(path: Path, blob: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        path.write_bytes(blob)
+
+    monkeypatch.setattr(output, "write_bytes", fail_on_the_third)
+    new = site("index.html", "b.html", "img/c.svg", "img/d.svg")
+    with pytest.raises(OSError, match="No space"):
+        write(new, out)
+    assert len(calls) == 3
+    assert snapshot(out) == before and leftovers(out) == []
+    monkeypatch.undo()
+    write(new, out)
+    assert set(snapshot(out)) >= set(new)
+
+
+def test_a_failure_between_the_renames_puts_the_old_site_back(tmp_path: Path, monkeypatch):
+    out = tmp_path / "site"
+    write(site("index.html", "a.html"), out)
+    before = snapshot(out)
+    real = os.rename
+    calls = []
+
+    def second_fails(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real(a, b)
+
+    monkeypatch.setattr(output.os, "rename", second_fails)
+    with pytest.raises(OSError, match="Input/output"):
+        write(site("index.html", "b.html"), out)
+    monkeypatch.undo()
+    assert snapshot(out) == before and leftovers(out) == []
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_what_a_kill_leaves_is_tidied_by_the_next_build(tmp_path: Path, swapped: bool):
+    """A kill runs no handler: before the swap it leaves a staging folder; between the renames
+    the old site under .site.old-*; after them the old site not yet removed."""
+    out = tmp_path / "site"
+    first = site("index.html", "a.html")
+    write(first, out)
+    mine = add_user_files(out)
+    before = snapshot(out)
+    staging = tmp_path / ".site.new-killed"
+    old = tmp_path / ".site.old-killed"
+    os.rename(out, old)  # the first rename
+    if swapped:  # the swap happens once the new site is written and the user's files carried
+        for rel, blob in site("index.html", "mid.html").items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_bytes(blob)
+        output.carry_over(old, staging, set(first))
+        os.rename(staging, out)
+    else:  # killed while carrying the user's files over (the new site written)
+        (staging / "img").mkdir(parents=True)
+        (staging / "img" / "half.svg").write_bytes(b"half")
+        os.link(old / "notes.txt", staging / "notes.txt")
+        assert output.prepare(out) == set(first)  # the old site back, staging removed
+        assert snapshot(out) == before and leftovers(out) == []
+    new = site("index.html", "b.html")
+    write(new, out)
+    assert snapshot(out) == new | mine and leftovers(out) == []
+
+
+@pytest.mark.parametrize(
+    "rel", ["../x.html", "/tmp/x.html", "img/../../x.svg", "a\\..\\b", "", ".", "img//a.svg"]
+)
+def test_every_path_written_must_be_inside_the_folder(tmp_path: Path, rel: str):
+    out = tmp_path / "deep" / "site"
+    with pytest.raises(DataError, match="not a path inside the output folder"):
+        write({"index.html": b"i", rel: b"evil"}, out)
+    assert {p.name for p in tmp_path.rglob("*")} <= {"deep"}  # nothing written anywhere
+
+
+@pytest.mark.slow  # a subprocess importing the site (~10 s on a shared machine)
+def test_a_kill_during_the_write_phase_leaves_the_old_site(tmp_path: Path):
+    """A real SIGKILL while the new site is being written: the old site stays whole."""
+    out = tmp_path / "site"
+    write(site("index.html", "a.html"), out)
+    add_user_files(out)
+    before = snapshot(out)
+    started = tmp_path / "started"
+    code = f"""
+import time
+from pathlib import Path
+from ood_bench.site import build, output
+from tests.test_site_safety import site
+
+def slow(path, blob):
+    path.write_bytes(blob)
+    Path({str(started)!r}).touch()
+    time.sleep(0.5)
+
+output.write_bytes = slow
+build.write(site(*[f"p{{i}}.html" for i in range(20)]), Path({str(out)!r}))
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "the build did not start writing"
+        time.sleep(0.6)  # a couple of files into the staging folder
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert snapshot(out) == before  # the old site, untouched
+    assert [p for p in leftovers(out) if ".new-" in p]  # the half-written staging folder
+    new = site("index.html")
+    write(new, out)
+    assert set(snapshot(out)) >= set(new) and leftovers(out) == []
