@@ -4,11 +4,14 @@ clear error; a build replaces only its own earlier files, in one swap a kill can
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -280,6 +283,7 @@ def test_a_kill_during_the_write_phase_leaves_the_old_site(tmp_path: Path):
     started = tmp_path / "started"
     code = f"""
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 from ood_bench.site import build, output
 from tests.test_site_safety import site
@@ -311,3 +315,113 @@ build.write(site(*[f"p{{i}}.html" for i in range(20)]), Path({str(out)!r}))
     new = site("index.html")
     write(new, out)
     assert set(snapshot(out)) >= set(new) and leftovers(out) == []
+
+
+# --- links: relative, inside the site (or the results folder for the sources), no scheme -------
+
+# free text the site accepts (the library comparison's descriptions are table cells, not names)
+HOSTILE_TEXT = [
+    "javascript:alert(1)//",
+    "<script>alert(2)</script>",
+    '"><img src=x onerror=alert(3)>',
+    '<a href="javascript:alert(4)">x</a>',
+    "../../../x",
+    "^^5cinput{/etc/hostname}",
+]
+SCHEME = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.\-]*:")
+
+
+def build_hostile_site(tmp: Path) -> tuple[Path, Path]:
+    """A small site whose library comparison holds :data:`HOSTILE_TEXT` in every free-text
+    column it shows (the name columns of the result CSVs are refused, see above): (results, out)."""
+    root = results_folder(tmp)
+    (root / "libraries").mkdir()
+    cols = ["library", "aspect", "name", "value", "method", "unit", "why", "detail"]
+    rows = [dict.fromkeys(cols, text) for text in HOSTILE_TEXT]
+    pd.DataFrame(rows, columns=cols).to_csv(root / "libraries" / "measurements.csv", index=False)
+    (root / "libraries" / "comparison.md").write_text("# the comparison\n")  # a source
+    (root / "crosscheck").mkdir()
+    cc = pd.read_csv(RESULTS / "crosscheck" / "openood_crosscheck_digits.csv")
+    cc.loc[: len(HOSTILE_TEXT) - 1, "method"] = HOSTILE_TEXT
+    cc.to_csv(root / "crosscheck" / "openood_crosscheck_digits.csv", index=False)
+    out = root / "site"
+    build_site(root, out)
+    return root, out
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return build_hostile_site(tmp_path_factory.mktemp("hostile"))
+
+
+class Tags(HTMLParser):
+    """Every tag of a page with its attributes, as a browser parses them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+
+def link_problems(out: Path, results: Path) -> list[str]:
+    """Every href and src of every page of ``out`` that is not a relative path to an existing
+    file inside ``out`` (pages, images, assets) or ``results`` (the source files), or that has
+    a scheme (``javascript:``, ``http:``, ``file:``); and any script or event handler that is
+    not the site's own."""
+    bad = []
+    for page in sorted(out.glob("*.html")):
+        parser = Tags()
+        parser.feed(page.read_text())
+        scripts = [dict(a).get("src") for t, a in parser.tags if t == "script"]
+        if scripts != ["assets/site.js"]:
+            bad.append(f"{page.name}: scripts {scripts}")
+        for tag, attrs in parser.tags:
+            for attr, value in attrs:
+                if attr.startswith("on"):
+                    bad.append(f"{page.name}: <{tag} {attr}=...>")
+                if attr not in ("href", "src"):
+                    continue
+                value = value or ""
+                if SCHEME.match(value) or value.startswith(("/", "\\")) or "javascript" in value:
+                    bad.append(f"{page.name}: {attr}={value!r} is not a relative path")
+                    continue
+                target = value.split("#", 1)[0]
+                if not target:  # an anchor of the page itself
+                    continue
+                path = (out / target).resolve()
+                inside = any(path.is_relative_to(f.resolve()) for f in (out, results))
+                if not inside or not path.is_file():
+                    bad.append(f"{page.name}: {attr}={value!r} is not a file of the site")
+    return bad
+
+
+def test_the_committed_site_links_only_inside_itself_and_the_results():
+    assert (RESULTS / "site" / "index.html").is_file()
+    assert link_problems(RESULTS / "site", RESULTS) == []
+
+
+def test_hostile_text_stays_text_and_no_link_leaves_the_site(hostile: tuple[Path, Path]):
+    root, out = hostile
+    assert link_problems(out, root) == []
+    libraries = (out / "libraries.html").read_text()
+    cells = {html.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", libraries)}
+    assert set(HOSTILE_TEXT) <= cells  # each shown as text, in a cell of its own
+    assert "<script>alert" not in libraries and "<img src=x" not in libraries
+    written = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    outside = {w for w in written if not w.startswith(("site/", "raw/", "libraries/", "crossc"))}
+    assert outside == set()
+
+
+def test_a_hostile_crosscheck_file_name_is_refused(tmp_path: Path):
+    """The cross-check's benchmark comes from its file name: checked like the CSVs' names."""
+    root = results_folder(tmp_path)
+    (root / "crosscheck").mkdir()
+    src = RESULTS / "crosscheck" / "openood_crosscheck_digits.csv"
+    (root / "crosscheck" / "openood_crosscheck_javascript:alert(5).csv").write_bytes(
+        src.read_bytes()
+    )
+    with pytest.raises(DataError, match=r"invalid benchmark name 'javascript:alert\(5\)'"):
+        build_site(root, tmp_path / "site")
+    assert not (tmp_path / "site").exists()

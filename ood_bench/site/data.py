@@ -317,10 +317,14 @@ def library_defaults(root: Path) -> pd.DataFrame:
 def crosscheck(root: Path) -> pd.DataFrame:
     """``crosscheck/openood_crosscheck_<benchmark>.csv``: per (benchmark, method, variant) the
     mean AUROC of each library over the OOD sets and the largest per-set difference."""
-    frames = [
-        pd.read_csv(f).assign(benchmark=f.stem.removeprefix("openood_crosscheck_"))
-        for f in sorted((root / "crosscheck").glob("openood_crosscheck_*.csv"))
-    ]
+    frames = []
+    for f in sorted((root / "crosscheck").glob("openood_crosscheck_*.csv")):
+        bench = f.stem.removeprefix("openood_crosscheck_")
+        try:
+            check_name(bench, "benchmark name", f"the file name {f}")
+        except ConfigError as e:
+            raise DataError(f"{e} Rename the file to openood_crosscheck_<benchmark>.csv.") from e
+        frames.append(pd.read_csv(f).assign(benchmark=bench))
     if not frames:
         return pd.DataFrame()
     d = pd.concat(frames, ignore_index=True)
