@@ -158,6 +158,14 @@ def test_a_rebuild_keeps_the_users_files_and_removes_only_stale_site_files(tmp_p
     assert leftovers(out) == []
 
 
+def test_a_rebuild_keeps_the_folders_mode(tmp_path: Path):
+    out = tmp_path / "site"
+    write(site("index.html"), out)
+    out.chmod(0o2750)
+    write(site("index.html", "b.html"), out)
+    assert out.stat().st_mode & 0o7777 == 0o2750
+
+
 def test_a_folder_with_files_and_no_site_is_refused_before_any_work(tmp_path: Path):
     out = tmp_path / "mydocs"
     mine = add_user_files(out)

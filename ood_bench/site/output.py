@@ -173,11 +173,20 @@ def write_site(files: dict[str, bytes], out: Path, owned: set[str]) -> list[Path
             f"the site would overwrite {out / clash[0]}, which no earlier build wrote "
             f"({len(clash)} such file(s)). Fix: move it out of {out}, or build elsewhere"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    except OSError as e:
+        raise DataError(
+            f"cannot stage the site beside {out} ({e.strerror}): a build writes it into "
+            f"{out.parent} and swaps it in. Fix: make {out.parent} writable for you, or give "
+            "another --out"
+        ) from e
     old = out.parent / staging.name.replace(".new-", ".old-", 1)
     try:
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp gives 0700: a folder's mode
+        # mkdtemp gives 0700: the mode of the folder it replaces, else a new folder's
+        mode = out.stat().st_mode & 0o7777 if out.is_dir() else 0o777 & ~current_umask()
+        os.chmod(staging, mode)
         for rel, blob in files.items():
             path = inside(staging, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
