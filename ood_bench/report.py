@@ -5,6 +5,8 @@ All formatting lives here; the raw CSVs hold numbers only.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -273,22 +275,32 @@ def failed_table(df: pd.DataFrame) -> pd.DataFrame:
     return d[["benchmark", "backbone", "detector", "seed", "error"]].drop_duplicates()
 
 
+# LaTeX's ten special characters and what typesets each as itself (text mode): one pass, so
+# the braces of a replacement are never escaped again; ``^`` goes too, so ``^^5c`` (TeX's code
+# for a backslash) cannot smuggle a command in
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "&": r"\&",
+    "#": r"\#",
+    "%": r"\%",
+    "_": r"\_",
+    "^": r"\textasciicircum{}",
+    "~": r"\textasciitilde{}",
+}
+_LATEX_SPECIAL = re.compile("|".join(map(re.escape, LATEX_SPECIALS)))
+
+
 def latex_escape(text: str) -> str:
-    """``text`` with LaTeX's special characters (``\\ _ % & #``) escaped."""
-    for a, b in (
-        ("\\", r"\textbackslash{}"),
-        ("_", r"\_"),
-        ("%", r"\%"),
-        ("&", r"\&"),
-        ("#", r"\#"),
-    ):
-        text = text.replace(a, b)
-    return text
+    """``text`` with every LaTeX special character (``\\ { } $ & # % _ ^ ~``) escaped, so
+    a name prints as itself and never runs as TeX."""
+    return _LATEX_SPECIAL.sub(lambda m: LATEX_SPECIALS[m.group()], text)
 
 
 def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     """A report table as booktabs LaTeX: names escaped, ``**best**`` → ``\\textbf``, ± in math."""
-    import re
 
     def cell(v: object) -> str:
         """One cell as LaTeX: escaped, ``**x**`` bold, ± and – in LaTeX form."""

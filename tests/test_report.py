@@ -4,13 +4,14 @@ figures render; every experiment overlay composes and runs one tiny job."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from fnmatch import fnmatch
 
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ood_bench.report import markdown_report, to_latex
+from ood_bench.report import LATEX_SPECIALS, latex_escape, markdown_report, to_latex
 from ood_bench.results import read_results
 from tests.conftest import CONF, DATA, FAST_TRAIN, ROOT, run_module
 
@@ -44,6 +45,38 @@ def test_latex_escapes_names_and_bolds_best():
     tex = to_latex(t, "AUROC ± std", "tab:x")
     assert r"stat\_masf" in tex and r"mean\_all" in tex and r"\textbf{99.1 $\pm$ 0.2}" in tex
     assert r"\toprule" in tex and r"AUROC $\pm$ std" in tex
+
+
+HOSTILE_TEX = [
+    "^^5cinput{/etc/hostname}",  # ^^5c is TeX's code for a backslash
+    r"\input{/etc/hostname}",
+    "${oc.env:HOME}",
+    "a~b_c 100% & #1",
+    "}{\\",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEX)
+def test_latex_escape_leaves_no_special_character(text):
+    tex = latex_escape(text)
+    tokens = sorted(LATEX_SPECIALS.values(), key=len, reverse=True)
+    rest = tex
+    for tok in tokens:
+        rest = rest.replace(tok, "")
+    assert not set(rest) & set(LATEX_SPECIALS), (text, tex)  # no special outside an escape
+    assert "^^" not in tex and r"\input" not in tex
+    # and it reads back as the text: every escape stands for its own character
+    back = {tok: char for char, tok in LATEX_SPECIALS.items()}
+    decode = re.compile("|".join(map(re.escape, tokens)))
+    assert decode.sub(lambda m: back[m.group()], tex) == text
+
+
+def test_a_hostile_detector_name_is_text_in_the_latex_table():
+    name = "^^5cinput{/etc/hostname}"
+    t = pd.DataFrame({"mean_all": ["99.1 ± 0.2"]}, index=pd.Index([name], name="detector"))
+    tex = to_latex(t, "AUROC", "tab:x")
+    assert r"\textasciicircum{}\textasciicircum{}5cinput\{/etc/hostname\}" in tex
+    assert "^^" not in tex and "input{" not in tex
 
 
 def test_report_keeps_corrupted_jobs_out_of_clean_tables():

@@ -17,6 +17,7 @@ from ood_bench import report
 from ood_bench.errors import DataError
 from ood_bench.site import build_site, data
 from ood_bench.site.build import render
+from ood_bench.site.output import MANIFEST, manifest
 from ood_bench.site.sources import Source
 from tests.conftest import ROOT
 
@@ -191,11 +192,13 @@ def test_novelty_page_follows_the_files(tmp_path: Path):
 def test_stale_site_files_are_removed_and_others_kept(tmp_path: Path):
     out = tmp_path / "site"
     (out / "img").mkdir(parents=True)
-    (out / "img" / "old.svg").write_text("<svg/>")
+    (out / "img" / "old.svg").write_text("<svg/>")  # written by an earlier build: listed
+    (out / MANIFEST).write_bytes(manifest({"img/old.svg": b"<svg/>"}))
     (out / "notes.txt").write_text("mine")
     build_site(RESULTS, out, href=HREF)
     assert not (out / "img" / "old.svg").exists()
     assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "index.html").is_file()
 
 
 @pytest.mark.parametrize("case", ["missing", "empty"])

@@ -157,3 +157,68 @@ def test_screenshots(driver: Any, tmp_path: Path):
     shot = browser.screenshot(driver, (SITE / "index.html").as_uri(), tmp_path / "o.png")
     with Image.open(shot) as im:
         assert im.size[0] == 1280 and im.size[1] > 900
+
+
+LINKS = """
+return Array.from(document.querySelectorAll('[href], [src]')).map(e => {
+  const attr = e.hasAttribute('href') ? 'href' : 'src';
+  return [e.tagName, e.getAttribute(attr), e[attr]];
+});
+"""
+HANDLERS = """
+return Array.from(document.querySelectorAll('*')).flatMap(e => Array.from(e.attributes)
+  .filter(a => a.name.startsWith('on')).map(a => e.tagName + ' ' + a.name));
+"""
+
+
+def _bad_links(driver: Any, site: Path, results: Path) -> list[str]:
+    """The links and sources of the open page that the browser does not resolve to a
+    file:// URL inside the site or the results folder, or that carry a scheme."""
+    from urllib.parse import unquote, urlparse
+
+    bad = []
+    for tag, raw, resolved in driver.execute_script(LINKS):
+        url = urlparse(resolved)
+        path = Path(unquote(url.path)).resolve()
+        inside = any(path.is_relative_to(f.resolve()) for f in (site, results))
+        if url.scheme != "file" or ":" in raw.split("/", 1)[0] or not inside:
+            bad.append(f"<{tag} {raw!r}> → {resolved}")
+    return bad
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_link_is_relative_and_inside_the_site(driver: Any, page: str):
+    _open(driver, page)
+    assert _bad_links(driver, SITE, SITE.parent) == []
+    assert driver.execute_script(HANDLERS) == []
+
+
+@pytest.fixture(scope="module")
+def hostile(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.test_site_safety import build_hostile_site
+
+    return build_hostile_site(tmp_path_factory.mktemp("hostile"))
+
+
+def test_hostile_text_runs_nothing_in_the_browser(driver: Any, hostile: tuple[Path, Path]):
+    """javascript:, <script>, onerror= in the library comparison's text: shown as text, no
+    alert, no handler, every link still inside the site."""
+    from selenium.common.exceptions import NoAlertPresentException
+
+    from tests.test_site_safety import HOSTILE_TEXT
+
+    root, out = hostile
+    for page in sorted(p.name for p in out.glob("*.html")):
+        driver.get((out / page).as_uri())
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert  # noqa: B018 (the property raises when no alert is open)
+        assert _bad_links(driver, out, root) == [], page
+        assert driver.execute_script(HANDLERS) == [], page
+        assert driver.execute_script("return document.scripts.length") == 1, page
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], f"{page}: {errors}"
+    driver.get((out / "libraries.html").as_uri())
+    cells = driver.execute_script(
+        "return Array.from(document.querySelectorAll('td')).map(td => td.textContent)"
+    )
+    assert set(HOSTILE_TEXT) <= set(cells)

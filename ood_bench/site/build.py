@@ -1,6 +1,6 @@
 """Assemble the pages of the results site and write them: the same results give the same bytes
-(no clock, no random ids, sorted rows), every file written atomically, files of an earlier build
-that this one no longer makes removed."""
+(no clock, no random ids, sorted rows); the site is swapped in whole, replacing only the files of
+an earlier build (:mod:`ood_bench.site.output`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from ood_bench import report, summary
-from ood_bench.atomic import atomic_write
-from ood_bench.site import data, figures, tables
+from ood_bench.site import data, figures, output, tables
 from ood_bench.site.figures import Figure
 from ood_bench.site.sources import Source, stamp
 from ood_bench.site.tables import Table
@@ -321,30 +320,23 @@ def render(res: data.Results, href: str) -> dict[str, bytes]:
     static = resources.files("ood_bench.site") / "static"
     for name in STATIC:
         files[f"assets/{name}"] = (static / name).read_bytes()
+    files[output.MANIFEST] = output.manifest(files)
     return dict(sorted(files.items()))
 
 
 def write(files: dict[str, bytes], out: Path) -> list[Path]:
-    """Write ``files`` under ``out`` (unchanged ones left alone); remove the site files of an
-    earlier build that are not among them (``*.html``, ``img/``, ``assets/``, nothing else)."""
-    written = []
-    for rel, blob in files.items():
-        path = out / rel
-        if not (path.is_file() and path.read_bytes() == blob):
-            atomic_write(path, lambda p, b=blob: p.write_bytes(b))
-        written.append(path)
-    old = [*out.glob("*.html"), *out.glob("img/*"), *out.glob("assets/*")]
-    for path in old:
-        if path.relative_to(out).as_posix() not in files:
-            path.unlink()
-    return written
+    """Write ``files`` as the content of ``out``, replacing an earlier build's files only,
+    in one swap (:mod:`ood_bench.site.output`)."""
+    return output.write_site(files, out, output.prepare(output.folder(out)))
 
 
 def build_site(results: str | Path, out: str | Path, href: str | None = None) -> list[Path]:
     """Build the site from the results folder into ``out``; ``href``: the results folder as
-    seen from ``out`` in links to the source CSVs (default: the relative path)."""
-    results, out = Path(results), Path(out)
+    seen from ``out`` in links to the source CSVs (default: the relative path). ``out`` is
+    checked first: a folder that holds files but no site is refused before any work."""
+    results, out = Path(results), output.folder(out)
+    owned = output.prepare(out)
     res = data.load(results)
     if href is None:
         href = Path(os.path.relpath(results.resolve(), out.resolve())).as_posix()
-    return write(render(res, href), out)
+    return output.write_site(render(res, href), out, owned)

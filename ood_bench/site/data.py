@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ood_bench import report
-from ood_bench.errors import DataError
+from ood_bench.errors import ConfigError, DataError
+from ood_bench.names import check_name
 from ood_bench.results import NOVELTY_METRICS, backbone_conflicts, one_result_per_job, read_results
 
 KEYS = ["benchmark", "backbone", "detector"]
@@ -19,6 +20,19 @@ PERF = ("auroc", "fpr95_id", "fpr95_ood")
 GROUPS = ("near", "far", "all")
 ALPHA = 0.05  # the level the leaderboard reports the realised FPR at
 PREFIXES = ("pood_", "openood_", "stat_")  # the libraries' option prefixes
+# the columns of a tidy CSV that hold names (ood_bench.names): they become file names (a page
+# per benchmark, img/<benchmark>_*.svg), links, filter attributes and table cells; the second
+# set may be empty (rows without an OOD set: ID accuracy, p-value levels; a failed job's row)
+NAME_COLUMNS = ("benchmark", "backbone", "detector")
+OPTIONAL_NAME_COLUMNS = (
+    "id_dataset",
+    "ood_dataset",
+    "ood_group",
+    "corruption",
+    "calib_source",
+    "library",
+    "metric",
+)
 
 # detector family → method names (the options without their library prefix), space-separated
 FAMILIES: dict[str, str] = {
@@ -54,10 +68,40 @@ class Results:
         return (self.root / rel).is_file()
 
 
+def check_names_of(df: pd.DataFrame, path: Path) -> None:
+    """Refuse a CSV whose name columns hold a value outside :data:`ood_bench.names.NAME_PATTERN`
+    (``../../x``, ``javascript:…``, ``^^5c…``): checked once here, where the site reads the
+    names, so no page, image or link is ever made from one; the error names the file, the
+    column, the line and the fix."""
+    for col in (*NAME_COLUMNS, *OPTIONAL_NAME_COLUMNS):
+        values = df[col]
+        if col in OPTIONAL_NAME_COLUMNS:
+            values = values[values != ""]
+        for value in values.unique():
+            try:
+                check_name(value, f"{col.replace('_', ' ')} name")
+            except ConfigError as e:
+                raise DataError(
+                    f"{path}, column {col}, line {first_line(path, col, value)}: {e} In a "
+                    "results CSV: rerun the job under a valid name, or correct the value in "
+                    "the CSV, or leave the file out."
+                ) from e
+
+
+def first_line(path: Path, col: str, value: str) -> int:
+    """The line of ``path`` (1 = the header) where column ``col`` first holds ``value``."""
+    d = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=[col])
+    return int((d[col] == value).to_numpy().argmax()) + 2
+
+
 def read_tidy(root: Path, files: list[Path]) -> pd.DataFrame:
     """The result CSVs ``files`` (ood_bench's schema), one result per job, each row with its
-    ``source`` (path relative to ``root``)."""
-    frames = [read_results(f).assign(source=f.relative_to(root).as_posix()) for f in files]
+    ``source`` (path relative to ``root``); every name checked (:func:`check_names_of`)."""
+    frames = []
+    for f in files:
+        df = read_results(f)
+        check_names_of(df, f)
+        frames.append(df.assign(source=f.relative_to(root).as_posix()))
     return one_result_per_job(pd.concat(frames, ignore_index=True))
 
 
@@ -82,6 +126,22 @@ def load(root: str | Path) -> Results:
             f"{root / 'raw'} mixes backbone checkpoints under one name "
             f"({len(conflicts)} benchmark/backbone/seed): scripts/make_tables.py says which; "
             "collect one checkpoint's results"
+        )
+    if not (df["status"] == "ok").any():
+        errors = df.loc[df["error"] != "", "error"]
+        first = f" (the first error: {errors.iloc[0][:200]})" if len(errors) else ""
+        raise DataError(
+            f"no successful result under {root / 'raw'}: all {df['run_id'].nunique()} jobs "
+            f"failed{first}, so the site would have no number to show. Fix: read the jobs' "
+            "errors (scripts/make_tables.py lists them), fix the cause and rerun the sweep, "
+            "then scripts/collect.py"
+        )
+    if report.ok_rows(df).empty:
+        raise DataError(
+            f"no result without corruption under {root / 'raw'}: the leaderboards and the "
+            "benchmark pages are made of clean (corruption=none) results, the robustness page "
+            "compares with them. Fix: collect the clean sweep of the benchmark into "
+            f"{root / 'raw'} too (make paper does)"
         )
     return Results(root, df)
 
@@ -257,10 +317,14 @@ def library_defaults(root: Path) -> pd.DataFrame:
 def crosscheck(root: Path) -> pd.DataFrame:
     """``crosscheck/openood_crosscheck_<benchmark>.csv``: per (benchmark, method, variant) the
     mean AUROC of each library over the OOD sets and the largest per-set difference."""
-    frames = [
-        pd.read_csv(f).assign(benchmark=f.stem.removeprefix("openood_crosscheck_"))
-        for f in sorted((root / "crosscheck").glob("openood_crosscheck_*.csv"))
-    ]
+    frames = []
+    for f in sorted((root / "crosscheck").glob("openood_crosscheck_*.csv")):
+        bench = f.stem.removeprefix("openood_crosscheck_")
+        try:
+            check_name(bench, "benchmark name", f"the file name {f}")
+        except ConfigError as e:
+            raise DataError(f"{e} Rename the file to openood_crosscheck_<benchmark>.csv.") from e
+        frames.append(pd.read_csv(f).assign(benchmark=bench))
     if not frames:
         return pd.DataFrame()
     d = pd.concat(frames, ignore_index=True)
