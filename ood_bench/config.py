@@ -168,7 +168,16 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 # keys that say where things are or how to run, not what is computed: not part of the job hash
-NOT_IN_HASH = ("cache_dir", "results_dir", "data_root", "rerun", "batch_size", "allow_failures")
+# (threads: how fast, not what: a given checkpoint computes the same numbers; rows record it)
+NOT_IN_HASH = (
+    "cache_dir",
+    "results_dir",
+    "data_root",
+    "rerun",
+    "batch_size",
+    "allow_failures",
+    "threads",
+)
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +33,7 @@ from ood_bench.errors import ConfigError
 from ood_bench.pipeline import build_benchmark
 from ood_bench.results import make_row, read_results, to_frame, write_csv
 from ood_bench.sweep import write_status
+from ood_bench.threads import set_job_threads
 
 log = logging.getLogger("ood_bench.job")
 
@@ -118,6 +120,7 @@ def job_identity(cfg: DictConfig, sweep: str) -> dict[str, Any]:
         "severity": _int_or_none(cfg.corruption.severity) if cfg.get("corruption") else 0,
         "calib_source": "",  # train or test once the backbone is known (pipeline.choose_calib)
         **{k: v for k, v in env.items() if k not in ("git_sha", "cpu_count")},
+        "threads": str(torch.get_num_threads()),  # the count in force (run_job sets it first)
         "timestamp": stamp.isoformat(timespec="seconds"),
     }
 
@@ -185,6 +188,7 @@ def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = No
     chash = job["config_hash"]
     out_csv = out_dir / "metrics.csv"
     try:
+        job["threads"] = str(set_job_threads(cfg, hc.launcher))  # once, before any work
         seed_of(cfg)
         bench = build_benchmark(cfg)
         done = None if cfg.get("rerun", False) else find_complete(cfg, job, out_csv, bench)
