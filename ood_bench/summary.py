@@ -34,13 +34,12 @@ def group_means(df: pd.DataFrame) -> pd.DataFrame:
         a = aggregate(df, metric)
         a = a[a["ood_dataset"].isin([f"mean {g}" for g in GROUPS])]
         a = a.assign(col=metric + " " + a["ood_dataset"].str.removeprefix("mean "))
-        parts.append(a.pivot_table(index=KEYS, columns="col", values="mean", dropna=False))
+        parts.append(a.pivot_table(index=KEYS, columns="col", values="mean"))
         if metric == "auroc":
             for stat, name in (("std", "auroc_std"), ("n_seeds", "seeds")):
                 spread = a.assign(col=a["col"].str.replace("auroc", name, regex=False))
-                parts.append(
-                    spread.pivot_table(index=KEYS, columns="col", values=stat, dropna=False)
-                )
+                # unstack, not pivot_table: a std that is NaN everywhere (one seed) stays
+                parts.append(spread.set_index([*KEYS, "col"])[stat].unstack("col"))
     out = pd.concat(parts, axis=1)
     order = [f"{m} {g}" for m in (*PERF, "auroc_std", "seeds") for g in GROUPS]
     return out[[c for c in order if c in out.columns]]
