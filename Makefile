@@ -15,7 +15,7 @@ DEMO_OPENOOD   ?= openood_rmds,openood_mds_ensemble
 DEMO_DIR ?= outputs/demo
 # threads per process for the demo's jobs: the digits CNN and the detectors are too small to gain
 # from more, and on a busy 2-core machine two torch threads trained the backbone 3x slower (33 s
-# vs 9.6 s at load 6)
+# vs 9.6 s at load 6); passed as the threads option (recorded in the rows; docs/sweeps.md#threads)
 DEMO_THREADS ?= 1
 
 # `make openood`: OpenOOD (not on the package index) from OPENOOD_SRC — a tarball, a folder or a
@@ -76,7 +76,7 @@ demo: venv
 	elif [ -n "$(DEMO_OPENOOD)" ]; then dets="$$dets,$(DEMO_OPENOOD)"; fi; \
 	OMP_NUM_THREADS=$(DEMO_THREADS) PYTHONPATH=$(CURDIR) \
 	  $(PY) -m ood_bench.run -m benchmark=digits,digits_open \
-	  detector=$$dets rerun=true hydra.sweep.dir=$(DEMO_DIR) $(NO_FAILURES)
+	  detector=$$dets threads=$(DEMO_THREADS) rerun=true hydra.sweep.dir=$(DEMO_DIR) $(NO_FAILURES)
 	PYTHONPATH=$(CURDIR) $(PY) scripts/collect.py $(DEMO_DIR) --out $(DEMO_DIR)/results.csv
 	PYTHONPATH=$(CURDIR) $(PY) scripts/make_tables.py $(DEMO_DIR)/results.csv \
 	  --out $(DEMO_DIR)/tables --quiet

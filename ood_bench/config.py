@@ -168,6 +168,7 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 # keys that say where things are or how to run, not what is computed: not part of the job hash
+# (threads: how fast, not what: a given checkpoint computes the same numbers; rows record it)
 NOT_IN_HASH = (
     "cache_dir",
     "results_dir",
@@ -176,6 +177,7 @@ NOT_IN_HASH = (
     "batch_size",
     "allow_failures",
     "store_scores",
+    "threads",
 )
 
 

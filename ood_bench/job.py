@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -34,6 +35,7 @@ from ood_bench.results import make_row, read_results, to_frame, write_csv
 from ood_bench.scores import SCORES_FILE, JobScores
 from ood_bench.scores import save as save_scores
 from ood_bench.sweep import write_status
+from ood_bench.threads import set_job_threads
 
 log = logging.getLogger("ood_bench.job")
 
@@ -121,6 +123,7 @@ def job_identity(cfg: DictConfig, sweep: str) -> dict[str, Any]:
         "severity": _int_or_none(cfg.corruption.severity) if cfg.get("corruption") else 0,
         "calib_source": "",  # train or test once the backbone is known (pipeline.choose_calib)
         **{k: v for k, v in env.items() if k not in ("git_sha", "cpu_count")},
+        "threads": str(torch.get_num_threads()),  # the count in force (run_job sets it first)
         "timestamp": stamp.isoformat(timespec="seconds"),
     }
 
@@ -188,6 +191,7 @@ def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = No
     chash = job["config_hash"]
     out_csv = out_dir / "metrics.csv"
     try:
+        job["threads"] = str(set_job_threads(cfg, hc.launcher))  # once, before any work
         seed_of(cfg)
         bench = build_benchmark(cfg)
         done = None if cfg.get("rerun", False) else find_complete(cfg, job, out_csv, bench)

@@ -26,9 +26,11 @@ def eta(elapsed: float, done: float, total: float) -> str:
 
 class ProgressLog:
     """Logs "<what>: done/total <unit> (pct), elapsed, ~left" at every ``step`` of the total or
-    every ``interval`` seconds, whichever comes first. Work of fewer than ``1 / step`` updates
-    (a few batches) logs only when it outlasts ``interval``; once anything was logged the end
-    is logged too. Disabled (``enabled=False``) it does nothing: a terminal shows tqdm's bar."""
+    every ``interval`` seconds, whichever comes first (the first time-based line after ``first``
+    seconds, ``interval`` by default). Work of fewer than ``1 / step`` updates (a few batches),
+    or ``step=0``, logs only on time; once anything was logged the end is logged too. Disabled
+    (``enabled=False``) it does nothing: a terminal shows tqdm's bar. ``detail(elapsed)`` adds
+    to each line what the caller knows best (e.g. images per second, the epoch)."""
 
     def __init__(
         self,
@@ -41,17 +43,27 @@ class ProgressLog:
         interval: float = 60.0,
         enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        first: float | None = None,
+        detail: Callable[[float], str] | None = None,
     ):
         """``updates``: how many :meth:`update` calls the work takes (e.g. batches), when known;
         below ``1 / step`` the percentage milestones are skipped."""
         self.log, self.what, self.total, self.unit = logger, what, max(int(total), 0), unit
         self.enabled = enabled and self.total > 0
-        self.milestones = updates is None or updates * step >= 1
+        self.milestones = step > 0 and (updates is None or updates * step >= 1)
         self.step, self.interval, self.clock = step, interval, clock
+        self.first = interval if first is None else first
+        self.detail = detail
         self.start = self.last = clock()
         self.done = 0
         self.mark = 0  # milestones passed: floor(fraction done / step)
         self.logged = False
+        self.timed = False  # a line was logged (here or by the caller, see note_line)
+
+    def note_line(self) -> None:
+        """The caller just logged progress of its own (e.g. an epoch's line): the next
+        time-based line is due ``interval`` seconds from now."""
+        self.last, self.timed = self.clock(), True
 
     def update(self, n: int) -> None:
         """``n`` more units done; log when a milestone or the interval is reached."""
@@ -64,15 +76,16 @@ class ProgressLog:
                 self._emit(now)
             self.enabled = False  # logged the end (or nothing at all): no more lines
             return
-        mark = int(self.done / self.total / self.step + 1e-9)
-        if (self.milestones and mark > self.mark) or now - self.last >= self.interval:
+        mark = int(self.done / self.total / self.step + 1e-9) if self.milestones else 0
+        wait = self.interval if self.timed else self.first
+        if (self.milestones and mark > self.mark) or now - self.last >= wait:
             self._emit(now)
         self.mark = mark
 
     def _emit(self, now: float) -> None:
         elapsed = now - self.start
         self.log.info(
-            "%s: %d/%d %s (%.0f%%), elapsed %s, ~%s left",
+            "%s: %d/%d %s (%.0f%%), elapsed %s, ~%s left%s",
             self.what,
             self.done,
             self.total,
@@ -80,5 +93,6 @@ class ProgressLog:
             100 * self.done / self.total,
             duration(elapsed),
             eta(elapsed, self.done, self.total),
+            f" ({self.detail(elapsed)})" if self.detail else "",
         )
-        self.last, self.logged = now, True
+        self.last, self.logged, self.timed = now, True, True

@@ -37,6 +37,7 @@ JOB_COLUMNS = [
 # columns added after the first schema → the value a CSV written before them implies
 LEGACY_DEFAULTS: dict[str, str] = {
     "calib_source": "train",  # calib was always the benchmark's own split, cut from ID train
+    "threads": "",  # not recorded then: unknown
 }
 # what the row measures
 VALUE_COLUMNS = ["ood_dataset", "ood_group", "metric", "value", "n_id", "n_ood"]
@@ -49,6 +50,7 @@ ENV_COLUMNS = [
     "hydra",
     "ood_bench",
     "device",
+    "threads",
     "hostname",
     "timestamp",
 ]

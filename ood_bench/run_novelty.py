@@ -17,6 +17,7 @@ The ``detector`` column reads ``<detector>+<novelty method>``.
 from __future__ import annotations
 
 import logging
+import textwrap
 import time
 import zlib
 from typing import Any
@@ -242,7 +243,9 @@ def evaluate(
             name,
             len(trials),
             time.perf_counter() - t1,
-            {k: round(v, 3) for k, v in summary.items()},
+            ", ".join(
+                f"{k} {v}" for k, v in scenario_cells(summary).items() if k != "trials" and v != "–"
+            ),
         )
         rows += [
             make_row(job, metric, value, sc.name, GROUP, n_id or None, n_ood or None)
@@ -283,14 +286,62 @@ def trial_record(tr: TrialResult) -> dict[str, Any]:
     return rec
 
 
+def _pct(v: float) -> str:
+    """A rate as a whole percent, ``–`` when the scenario has none."""
+    return "–" if pd.isna(v) else f"{100 * v:.0f} %"
+
+
+def scenario_cells(m: dict[str, float]) -> dict[str, str]:
+    """The few numbers that answer a scenario's question, from its metrics (name → value):
+    was the decision right, how often a batch without a new class declared one, how many new
+    classes were found (of how many), and how well their samples were grouped (ACC). A stream
+    says how often and how soon (median delay) it raised its alarm."""
+    get = m.get
+    if "stream_detect_rate" in m:
+        delay = get("stream_delay_median", float("nan"))
+        right = f"{_pct(get('stream_detect_rate'))} detected" + (
+            "" if pd.isna(delay) else f", delay {delay:.0f}"
+        )
+        alarms = _pct(get("stream_false_alarm", float("nan")))
+        found = acc = "–"
+    else:
+        right = _pct(get("novelty_decision_acc", float("nan")))
+        alarms = _pct(get("novelty_false_alarm", float("nan")))
+        est, true = get("n_new_est", float("nan")), get("n_new_true", float("nan"))
+        found = "–" if pd.isna(est) else f"{est:.1f} of {true:.0f}"
+        acc = "–" if pd.isna(get("cluster_acc", float("nan"))) else f"{get('cluster_acc'):.2f}"
+    return {
+        "trials": f"{get('n_trials', 0):.0f}",
+        "right decision": right,
+        "false alarms": alarms,
+        "new classes found": found,
+        "ACC": acc,
+    }
+
+
+# what the terminal table's columns mean (every metric: docs/novelty.md#metrics)
+LEGEND = (
+    "right decision: trials whose verdict (new class or not) is right; false alarms: trials "
+    "without a new class that declared one; new classes found: mean declared (of the true "
+    "number); ACC: clustering accuracy of the rejected new-class samples; a stream: how often "
+    "it raised the alarm after the change, delay = median new-class samples seen before it. "
+    "Every other metric (NMI, ARI, the outlier bound, misses, mean delays): metrics.csv; per "
+    "trial: novelty_trials.csv.gz (docs/novelty.md)."
+)
+
+
 def summary_table(df: pd.DataFrame) -> str:
-    """Markdown table of the novelty metrics per scenario (for the log)."""
+    """The terminal's summary: per scenario, :func:`scenario_cells` as a Markdown table, then
+    its :data:`LEGEND` (the CSVs keep every metric)."""
     d = df[df["ood_group"] == GROUP]
     if d.empty:
         return "(no scenario ran)"
-    return d.pivot_table(index="ood_dataset", columns="metric", values="value").to_markdown(
-        floatfmt=".3f"
-    )
+    rows = {
+        name: scenario_cells(dict(zip(g["metric"], g["value"], strict=True)))
+        for name, g in d.groupby("ood_dataset", sort=True)
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("scenario")
+    return table.to_markdown(disable_numparse=True) + "\n" + textwrap.fill(LEGEND, 100)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="novelty")

@@ -12,25 +12,68 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from ood_bench.report import aggregate, failed_table, fmt_mean_std, ok_rows
+from ood_bench.results import METRICS
 
 KEYS = ["benchmark", "backbone", "detector"]
 GROUPS = ("near", "far")
 PERF = ("auroc", "fpr95_id", "fpr95_ood")
 LAB = "ood_bench"  # the library of the lab's own (stat_*) detectors
+# two mean AUROCs closer than this (a fraction: 0.5 points) are called tied, whatever the seeds
+MARGIN = 0.005
+# the metrics the demo prints (its per-job tables and this summary), defined in its last lines
+DEFINED = ("auroc", "fpr95_id", "fpr95_ood", "tpr_at_0.05", "fpr_at_0.05")
 
 
 def group_means(df: pd.DataFrame) -> pd.DataFrame:
     """Per (benchmark, backbone, detector): mean over seeds of each metric of ``PERF`` averaged
-    over the OOD sets of each group, in columns ``<metric> <group>`` (fractions)."""
+    over the OOD sets of each group, in columns ``<metric> <group>`` (fractions); for AUROC also
+    its standard deviation over seeds (``auroc_std <group>``, NaN with one seed) and the number
+    of seeds (``seeds <group>``), which :func:`verdict` needs to call a winner."""
     parts = []
     for metric in PERF:
         a = aggregate(df, metric)
         a = a[a["ood_dataset"].isin([f"mean {g}" for g in GROUPS])]
         a = a.assign(col=metric + " " + a["ood_dataset"].str.removeprefix("mean "))
         parts.append(a.pivot_table(index=KEYS, columns="col", values="mean"))
+        if metric == "auroc":
+            for stat, name in (("std", "auroc_std"), ("n_seeds", "seeds")):
+                spread = a.assign(col=a["col"].str.replace("auroc", name, regex=False))
+                # unstack, not pivot_table: a std that is NaN everywhere (one seed) stays
+                parts.append(spread.set_index([*KEYS, "col"])[stat].unstack("col"))
     out = pd.concat(parts, axis=1)
-    order = [f"{m} {g}" for m in PERF for g in GROUPS]
+    order = [f"{m} {g}" for m in (*PERF, "auroc_std", "seeds") for g in GROUPS]
     return out[[c for c in order if c in out.columns]]
+
+
+def verdict(diff: float, spread: float, seeds: int, margin: float = MARGIN) -> tuple[bool, str]:
+    """Whether a mean AUROC ``diff`` (fractions, >= 0) between two detectors names a winner, and
+    why: only when it exceeds ``margin`` **and** ``spread`` (the larger of the two detectors'
+    standard deviations over seeds), which needs ``seeds`` >= 2. One seed names no winner."""
+    points = f"{100 * diff:.1f} points apart"
+    if diff <= margin:
+        return False, f"tied ({points}, within the {100 * margin:g}-point margin)"
+    if seeds < 2 or np.isnan(spread):
+        return False, (
+            f"no winner called ({points} on one seed: no seed spread to judge it by; "
+            "run seed=0,1,2 to tell)"
+        )
+    if diff <= spread:
+        return False, f"tied ({points}, within the seed spread ±{100 * spread:.1f})"
+    return True, f"ahead by {100 * diff:.1f} points (more than the seed spread ±{100 * spread:.1f})"
+
+
+def rule_line(margin: float = MARGIN) -> str:
+    """The rule :func:`verdict` applies, as the summary states it."""
+    return (
+        f"Rule: one detector is called ahead of another only when its mean AUROC is higher by more "
+        f"than {100 * margin:g} points and by more than the larger of the two standard deviations "
+        "over seeds; closer is tied, and one seed calls no winner."
+    )
+
+
+def metric_lines() -> list[str]:
+    """One line per metric the demo prints, from :data:`ood_bench.results.METRICS`."""
+    return [f"{m}: {METRICS[m]}." for m in DEFINED if m in METRICS]
 
 
 def runtimes(df: pd.DataFrame) -> pd.DataFrame:
@@ -133,11 +176,13 @@ def cost_validity_table(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFram
 
 
 def closing_lines(df: pd.DataFrame, frame: pd.DataFrame, alpha: float = 0.05) -> list[str]:
-    """What the tables show, computed from them: the best detector on near and on far OOD per
-    benchmark, set against the best of the other side (the lab's ``stat_*`` detectors vs the
-    libraries' baselines), and whether the type-I error guarantee held for every p-value
-    detector."""
+    """What the tables show, computed from them: the detector with the highest mean AUROC on near
+    and on far OOD per benchmark, set against the best of the other side (the lab's ``stat_*``
+    detectors vs the libraries' baselines) with a winner only where :func:`verdict` finds one
+    (the rule is the line after them), and whether the type-I error guarantee held for every
+    p-value detector."""
     lines = []
+    compared = False
     d = ok_rows(df)
     sets = d[d["ood_group"].isin(GROUPS)].groupby(["benchmark", "ood_group"])["ood_dataset"]
     sets = sets.unique()
@@ -151,18 +196,25 @@ def closing_lines(df: pd.DataFrame, frame: pd.DataFrame, alpha: float = 0.05) ->
             rival = sub[~is_lab] if sub.at[best, "library"] == LAB else sub[is_lab]
             text = (
                 f"{group.capitalize()} OOD on {bench} ({', '.join(sorted(sets[(bench, group)]))}):"
-                f" best mean AUROC {best[2]} {_pct(sub.at[best, col])} % (fpr95_id "
+                f" highest mean AUROC {best[2]} {_pct(sub.at[best, col])} % (fpr95_id "
                 f"{_pct(sub.at[best, f'fpr95_id {group}'])} %, fpr95_ood "
                 f"{_pct(sub.at[best, f'fpr95_ood {group}'])} %)"
             )
             if not rival.empty:
                 r = rival[col].idxmax()
                 side = "baseline" if sub.at[best, "library"] == LAB else "lab detector"
-                behind = 100 * (sub.at[best, col] - rival.at[r, col])
-                text += (
-                    f"; best {side} {r[2]} {_pct(rival.at[r, col])} %, {behind:.1f} points behind"
+                std = f"auroc_std {group}"
+                ahead, why = verdict(
+                    sub.at[best, col] - rival.at[r, col],
+                    np.fmax(sub.at[best, std], rival.at[r, std]),
+                    int(min(sub.at[best, f"seeds {group}"], rival.at[r, f"seeds {group}"])),
                 )
+                who = f"{best[2]} " if ahead else ""
+                text += f"; best {side} {r[2]} {_pct(rival.at[r, col])} %: {who}{why}"
+                compared = True
             lines.append(text + ".")
+    if compared:
+        lines.append(rule_line())
     v = frame[frame["fpr"].notna()]
     if v.empty:
         lines.append(f"No p-value detector in these results: no guarantee at α = {alpha:g}.")
@@ -228,4 +280,6 @@ def demo_summary(df: pd.DataFrame, alpha: float = 0.05) -> str:
         "",
     ]
     parts += [f"- {line}" for line in closing_lines(df, frame, alpha)]
+    parts += ["", "## Metrics (docs/metrics.md)", ""]
+    parts += [f"- {line}" for line in metric_lines()]
     return "\n".join(parts)

@@ -5,8 +5,9 @@
     python scripts/train_backbone.py benchmark=cifar10_offline backbone=cifar_cnn data_root=DATA
 
 Writes ``<out_dir>/<backbone>_<benchmark>_s<seed>.pt`` (a state dict) and ``.json`` (test
-accuracy, sha256, epochs, wall time, versions), then prints the ``backbone=checkpoint ...``
-arguments that make the harness use it.
+accuracy, sha256, epochs, threads, wall time, versions), then prints the arguments that make
+the harness use it: the trained option (``backbone=digits_cnn``, so its architecture arguments,
+taps and name stay) with ``backbone.checkpoint=`` and ``backbone.sha256=``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -28,6 +30,7 @@ from ood_bench.config import CONF_DIR, build
 from ood_bench.environment import environment
 from ood_bench.hashing import sha256_file
 from ood_bench.pipeline import seed_everything
+from ood_bench.threads import set_job_threads
 
 log = logging.getLogger("train_backbone")
 
@@ -38,6 +41,8 @@ def main(cfg: DictConfig) -> None:
     and print the arguments that make the harness load it."""
     start = time.perf_counter()
     versions = environment(str(cfg.device))  # the code that runs: before the tree can change
+    # the thread count changes the trained weights: set once, recorded in the card
+    threads = set_job_threads(cfg, HydraConfig.get().launcher)
     seed_everything(int(cfg.seed))
     bench = build(cfg.benchmark, "benchmark")
     b = cfg.backbone
@@ -82,6 +87,7 @@ def main(cfg: DictConfig) -> None:
         "seed": int(cfg.seed),
         "train": vars(tcfg),
         "epochs": tcfg.epochs,
+        "threads": threads,
         "train_s": round(wall, 2),
         "wall_s": round(time.perf_counter() - start, 2),  # the whole command: data, training, test
         "id_test_acc": acc,

@@ -36,13 +36,19 @@ def test_train_backbone_script_card_and_reuse(tmp_path):
         str(ROOT / "scripts" / "train_backbone.py"),
         f"out_dir={tmp_path / 'ck'}",
         "backbone.train.epochs=2",
+        "threads=1",
         f"hydra.run.dir={tmp_path / 'h'}",
         cwd=tmp_path,
     )
     card = json.loads((tmp_path / "ck" / "digits_cnn_digits_s0.json").read_text())
     assert {"id_test_acc", "sha256", "epochs", "wall_s", "versions"} <= set(card)
+    assert card["threads"] == 1  # the weights depend on it
     use = [line for line in proc.stdout.splitlines() if line.startswith("use it:")][0]
     args = use.removeprefix("use it: ").split()
+    # the trained option itself (its arch_kwargs and taps), loading the file: as the docs say
+    assert args[0] == "backbone=digits_cnn" and args[1].startswith("backbone.checkpoint=")
+    promised = "`use it: backbone=digits_cnn backbone.checkpoint=<file.pt> backbone.sha256=<hex>`"
+    assert promised in " ".join((ROOT / "docs" / "backbones.md").read_text().split())
     run_module(
         "-m",
         "ood_bench.run",
@@ -54,6 +60,7 @@ def test_train_backbone_script_card_and_reuse(tmp_path):
     )
     df = read_results(tmp_path / "r" / "metrics.csv")
     assert df["backbone_sha256"].iloc[0] == card["sha256"] and (df["status"] == "ok").all()
+    assert (df["threads"] != "").all()  # the job's own count, recorded in every row
     acc = df.loc[df["metric"] == "id_acc", "value"].iloc[0]
     assert abs(acc - card["id_test_acc"]) < 1e-9
     # the script's card records the split it trained on: calib_source=auto keeps that split's calib

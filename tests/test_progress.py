@@ -127,5 +127,55 @@ def test_progress_line_within_a_minute_of_the_last_even_between_milestones(caplo
     assert len(messages(caplog, "t")) == 1
 
 
+class SlowImages(TensorDataset):
+    """Images that take ``seconds`` each to load, on ``clock`` (a fake one: the test is fast)."""
+
+    def __init__(self, clock: Clock, seconds: float, *tensors: torch.Tensor):
+        super().__init__(*tensors)
+        self.clock, self.seconds = clock, seconds
+
+    def __getitem__(self, i):
+        self.clock.t += self.seconds
+        return super().__getitem__(i)
+
+
+BATCH_LINE = re.compile(
+    r"train DigitsCNN: (\d+)/16 batches \(\d+%\), elapsed [\d.]+ (s|min), ~[\d.]+ (s|min) left "
+    r"\((\d+\.\d) images/s, epoch (\d)/2\)"
+)
+
+
+def test_slow_training_logs_its_batches_within_a_minute_and_then_every_minute(caplog):
+    """A slow first epoch (8 batches of 20 s each, on a fake clock) is not silent until its end:
+    a line with batches done, images per second and time left comes within a minute, then at
+    least once a minute (to the batch: the log is checked after each one)."""
+    caplog.set_level(logging.INFO, logger="ood_bench")
+    clock = Clock()
+    stamps: list[tuple[float, str]] = []
+
+    class Stamp(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            stamps.append((clock.t, record.getMessage()))
+
+    handler = Stamp()
+    logger = logging.getLogger("ood_bench.backbones")
+    logger.addHandler(handler)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(64, 1, 8, 8, generator=g), torch.arange(64) % 10
+        loader = DataLoader(SlowImages(clock, 2.5, x, y), batch_size=8)  # 8 batches of 20 s
+        train_classifier(DigitsCNN(), loader, TrainConfig(epochs=2), seed=0, clock=clock)
+    finally:
+        logger.removeHandler(handler)
+    epoch_1 = next(i for i, (_, m) in enumerate(stamps) if "epoch 1/2: loss" in m)
+    before = [BATCH_LINE.fullmatch(m) for _, m in stamps[:epoch_1]]
+    assert before and all(before), stamps
+    assert int(before[0].group(1)) < 8 and before[0].group(5) == "1"
+    assert float(before[0].group(4)) == pytest.approx(0.4, abs=0.05)  # 8 images per 20 s
+    times = [0.0] + [t for t, _ in stamps]
+    assert times[1] <= 30 + 20, stamps  # the first line after 30 s, to the batch
+    assert max(b - a for a, b in zip(times[:-1], times[1:], strict=True)) <= 60 + 20, stamps
+
+
 def test_duration():
     assert [duration(s) for s in (4.2, 59, 90, 5400)] == ["4 s", "59 s", "1.5 min", "1.5 h"]

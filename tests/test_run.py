@@ -102,6 +102,7 @@ def test_runtime_and_environment_rows(sweep):
     assert metrics <= set(METRICS), f"undocumented metrics {metrics - set(METRICS)}"
     assert (df["torch"] != "").all() and (df["pytorch_ood"] != "").all()
     assert (df["device"] == "cpu").all()
+    assert df["threads"].str.fullmatch("[1-9][0-9]*").all()  # the count each job used
     assert df["backbone_sha256"].str.fullmatch("[0-9a-f]{64}").all()
 
 

@@ -8,7 +8,14 @@ import pandas as pd
 from scipy.stats import beta
 
 from ood_bench.results import read_results
-from ood_bench.summary import closing_lines, demo_summary, summary_frame, validity
+from ood_bench.summary import (
+    DEFINED,
+    closing_lines,
+    demo_summary,
+    summary_frame,
+    validity,
+    verdict,
+)
 from tests.conftest import ROOT, run_module
 
 DETECTORS = {"stat_a": "ood_bench", "stat_b": "ood_bench", "pood_x": "pytorch-ood"}
@@ -58,7 +65,7 @@ def test_summary_is_plain_text_and_names_the_computed_best():
     lines = closing_lines(df, summary_frame(df))
     for bench, group in (("open", "near"), ("open", "far"), ("plain", "far")):
         line = line_of(lines, f"{group.capitalize()} OOD on {bench} ")
-        assert f"best mean AUROC {best(df, bench, group)} " in line
+        assert f"highest mean AUROC {best(df, bench, group)} " in line
     # a benchmark without near sets has no near column and no near line
     assert not any(x.startswith("Near OOD on plain") for x in lines)
     assert line_of(lines, "Guarantee at α = 0.05").startswith("Guarantee at α = 0.05 held")
@@ -97,10 +104,13 @@ def test_script_on_the_committed_results(tmp_path):
         cwd=tmp_path,
         env={"PYTHONPATH": str(ROOT)},
     )
-    assert out.read_text().strip() == proc.stdout.strip()
+    # the summary, then where it was written (the last line)
+    *printed, last = proc.stdout.strip().splitlines()
+    assert last == f"this summary: {out}"
+    assert out.read_text().strip() == "\n".join(printed).strip()
     df = read_results(raw)
     df = df[(df["status"] == "ok") & (df["corruption"] == "none")]
-    assert f"best mean AUROC {best(df, 'digits_open', 'near')} " in proc.stdout
+    assert f"highest mean AUROC {best(df, 'digits_open', 'near')} " in proc.stdout
     assert "('" not in proc.stdout
 
 
@@ -113,3 +123,60 @@ def test_failed_jobs_are_named_not_hidden():
     assert "## Failed jobs (left out): 1" in text
     assert "- open / openood_y (seed 0): ConfigError: dim too large" in text
     assert "| open / openood_y" not in text
+
+
+def with_auroc(df: pd.DataFrame, values: dict[tuple[str, int], float]) -> pd.DataFrame:
+    """``df`` with every AUROC of (detector, seed) set to the given value (on every OOD set)."""
+    df = df.copy()
+    for (det, seed), v in values.items():
+        df.loc[
+            (df["metric"] == "auroc") & (df["detector"] == det) & (df["seed"] == seed), "value"
+        ] = v
+    return df
+
+
+def far_line(df: pd.DataFrame) -> str:
+    return line_of(closing_lines(df, summary_frame(df)), "Far OOD on plain ")
+
+
+def test_a_small_one_seed_difference_is_tied_not_a_win():
+    """The demo's case: one seed, 0.02 points between the lab's best and the baseline."""
+    df = synthetic()
+    df = with_auroc(
+        df[df["seed"] == 0], {("stat_a", 0): 0.9002, ("stat_b", 0): 0.5, ("pood_x", 0): 0.9}
+    )
+    line = far_line(df)
+    assert "highest mean AUROC stat_a 90.0 %" in line
+    assert line.endswith("pood_x 90.0 %: tied (0.0 points apart, within the 0.5-point margin).")
+    assert "ahead" not in line
+
+
+def test_one_seed_calls_no_winner_and_two_seeds_call_one_beyond_their_spread():
+    one = with_auroc(
+        synthetic()[lambda d: d["seed"] == 0], {("stat_a", 0): 0.95, ("pood_x", 0): 0.9}
+    )
+    assert "pood_x 90.0 %: no winner called (5.0 points apart on one seed" in far_line(one)
+    two = {("stat_a", 0): 0.95, ("stat_a", 1): 0.96, ("pood_x", 0): 0.90, ("pood_x", 1): 0.91}
+    line = far_line(with_auroc(synthetic(), two))
+    assert line.endswith("90.5 %: stat_a ahead by 5.0 points (more than the seed spread ±0.7).")
+    noisy = {**two, ("pood_x", 0): 0.80, ("pood_x", 1): 1.0}  # mean 90, spread ±14
+    assert "pood_x 90.0 %: tied (5.5 points apart, within the seed spread ±14.1)" in far_line(
+        with_auroc(synthetic(), noisy)
+    )
+    lines = closing_lines(one, summary_frame(one))
+    assert line_of(lines, "Rule: ").startswith("Rule: one detector is called ahead of another only")
+
+
+def test_verdict_needs_the_margin_the_spread_and_two_seeds():
+    assert verdict(0.004, 0.0, 3) == (False, "tied (0.4 points apart, within the 0.5-point margin)")
+    assert verdict(0.02, np.nan, 1)[0] is False
+    assert verdict(0.02, 0.03, 3)[0] is False
+    assert verdict(0.02, 0.01, 3) == (True, "ahead by 2.0 points (more than the seed spread ±1.0)")
+
+
+def test_every_metric_the_demo_prints_is_defined_in_one_line():
+    text = demo_summary(synthetic())
+    defs = text.split("## Metrics (docs/metrics.md)\n\n", 1)[1].splitlines()
+    assert [d.split(":", 1)[0] for d in defs] == [f"- {m}" for m in DEFINED]
+    assert "- fpr95_id: fraction of OOD accepted when 95% of ID is accepted" in text
+    assert "- tpr_at_0.05: fraction of the OOD set rejected at level 0.05." in text

@@ -215,10 +215,11 @@ def get_backbone(
             raise CheckpointError(
                 f"the self-trained checkpoint {path} has sha256 {digest}, expected {sha256} "
                 "(backbone.sha256). Training is seeded, but the weights also depend on the "
-                "number of threads (OMP_NUM_THREADS, hydra/launcher=local_parallel) and the "
-                "torch build. Fix: share one cache_dir between the jobs, or train once with "
-                "scripts/train_backbone.py and pass backbone=checkpoint backbone.checkpoint=... "
-                "backbone.sha256=...; or drop backbone.sha256."
+                "number of threads (the threads option, docs/sweeps.md#threads) and the "
+                "torch build. Fix: share one cache_dir between the jobs, set threads= to the "
+                "count that trained it, or train once with scripts/train_backbone.py and pass "
+                "the backbone.checkpoint=... backbone.sha256=... it prints; or drop "
+                "backbone.sha256."
             )
     model.eval()
     for p in model.parameters():
@@ -391,6 +392,9 @@ def _train_and_save(
         "train_s": round(train_s, 3),
         "id_test_acc": acc,
         "torch": torch.__version__,
+        # not in the identity (one cache, one set of weights, whatever the job's threads), but
+        # the weights depend on it: recorded so a retrained checkpoint's other sha is explained
+        "threads": torch.get_num_threads(),
     }
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str))
     log.info(

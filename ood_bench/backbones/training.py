@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +14,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ood_bench.errors import ConfigError
-from ood_bench.progress import duration, eta
+from ood_bench.progress import ProgressLog, duration, eta
 
 log = logging.getLogger("ood_bench.backbones")  # one logger for the package, as before
+# off a terminal, training logs its batches within FIRST_LINE_S seconds, then every LINE_EVERY_S
+FIRST_LINE_S = 30.0
+LINE_EVERY_S = 60.0
 
 
 @dataclass
@@ -96,13 +100,20 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def train_classifier(
-    model: nn.Module, loader: DataLoader, cfg: TrainConfig, seed: int, device: str = "cpu"
+    model: nn.Module,
+    loader: DataLoader,
+    cfg: TrainConfig,
+    seed: int,
+    device: str = "cpu",
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Seeded training with ``cfg``'s optimizer, schedule and batch augmentation
     (cross-entropy); leaves the model in eval mode, in the default memory layout.
 
-    Logs one line per epoch (mean loss, train accuracy, elapsed, time left), so runs whose output
-    is not a terminal (no tqdm bar there) show progress too."""
+    Logs one line per epoch (mean loss, train accuracy, elapsed, time left), and, off a terminal
+    (no tqdm bar there), batches done, images per second and time left within
+    :data:`FIRST_LINE_S` seconds and then every :data:`LINE_EVERY_S`, so a long first epoch
+    (CIFAR-10 on a busy CPU: minutes) is not silent. ``clock`` times both (tests pass a fake)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)  # augmentation draws
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -123,8 +134,28 @@ def train_classifier(
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     model.train()
     bar = tqdm(total=steps, desc="train backbone", disable=None, leave=False)
-    t0 = time.perf_counter()
+    t0 = clock()
+    seen = {"images": 0, "epoch": 1}
+
+    def detail(elapsed: float) -> str:
+        """Images per second so far and the current epoch, for the batch lines."""
+        rate = seen["images"] / elapsed if elapsed > 0 else 0.0
+        return f"{rate:.{1 if rate < 10 else 0}f} images/s, epoch {seen['epoch']}/{cfg.epochs}"
+
+    progress = ProgressLog(
+        log,
+        f"train {type(model).__name__}",
+        cfg.epochs * len(loader),
+        unit="batches",
+        step=0,  # time-based lines only: the epoch lines mark the milestones
+        interval=LINE_EVERY_S,
+        first=FIRST_LINE_S,
+        enabled=bar.disable,
+        clock=clock,
+        detail=detail,
+    )
     for epoch in range(cfg.epochs):
+        seen["epoch"] = epoch + 1
         total, n, correct = 0.0, 0, 0
         for x, y in loader:
             if cfg.crop_pad or cfg.flip:
@@ -140,10 +171,12 @@ def train_classifier(
             total, n = total + loss.item() * len(y), n + len(y)
             correct += (out.detach().argmax(1) == y).sum().item()
             bar.update()
+            seen["images"] += len(y)
+            progress.update(1)
         if cfg.schedule == "cosine":
             sched.step()
         bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(n, 1):.4f}")
-        elapsed = time.perf_counter() - t0
+        elapsed = clock() - t0
         log.info(
             "train %s epoch %d/%d: loss %.4f, train accuracy %.2f%%, elapsed %s, ~%s left",
             type(model).__name__,
@@ -154,6 +187,7 @@ def train_classifier(
             duration(elapsed),
             eta(elapsed, epoch + 1, cfg.epochs),
         )
+        progress.note_line()
     bar.close()
     model.to(memory_format=torch.contiguous_format)
     model.eval()

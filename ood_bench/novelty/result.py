@@ -27,6 +27,20 @@ class ClusterEvidence:
     # domain=same: a new class must be low-level typical; domain=any: another domain counts too
     same_domain: bool = True
 
+    def why_not(self) -> str:
+        """The first criterion this cluster fails, for the report ("" when it is new)."""
+        if self.is_new:
+            return ""
+        if self.known:
+            return "a known class (ID fraction too high)"
+        if not self.large:
+            return "too small"
+        if not self.compact:
+            return "not compact"
+        if self.same_domain and not self.typical:
+            return "low-level atypical (another domain)"
+        return "its count is not certified"
+
     @property
     def structural(self) -> bool:
         """Every criterion but the count: not known, large, compact and (``domain: same``)
@@ -81,11 +95,23 @@ class NoveltyResult:
         lines = [head]
         for c in self.clusters:
             name = f"cluster {c.label}" if c.label >= 0 else "known-class cluster"
-            verdict = "NEW CLASS" if c.is_new else "no"
+            # size - j* < 1 is no evidence on its own: a cluster declared new then was certified
+            # together with the other candidates (certify: union), which its line says
+            if c.certified >= 1:
+                alone = f">= {c.certified} true outliers alone"
+            else:
+                alone = f"no count alone ({c.size} rejected <= {self.false_bound} false alarms)"
+            if not c.is_new:
+                verdict = f"no: {c.why_not()}"
+            elif c.certified >= 1:
+                verdict = "NEW CLASS"
+            else:
+                together = max(self.union_certified, 0)
+                verdict = f"NEW CLASS (with the other candidates: >= {together} true outliers)"
             lines.append(
                 f"  {name}: {c.size} rejected + {c.n_id_ref} ID reference (ID fraction "
-                f"{c.id_frac:.2f}), certified {c.certified}, dispersion {c.dispersion:.3f} vs "
-                f"ID {c.compact_threshold:.3f}, low-level atypical {c.low_level_atypical:.2f} "
+                f"{c.id_frac:.2f}), {alone}, dispersion {c.dispersion:.3f} vs ID "
+                f"{c.compact_threshold:.3f}, low-level atypical {c.low_level_atypical:.2f} "
                 f"→ {verdict}"
             )
         return "\n".join(lines)
