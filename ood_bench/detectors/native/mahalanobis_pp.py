@@ -47,7 +47,7 @@ def shared_precision(centred: np.ndarray) -> np.ndarray:
 def mahalanobis_sq(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """``(x - mean)ᵀ P (x - mean)`` per row."""
     d = x - mean
-    return np.einsum("ij,jk,ik->i", d, precision, d)
+    return ((d @ precision) * d).sum(1)
 
 
 class MahalanobisPP(Detector):
