@@ -2,9 +2,9 @@
 summary line (jobs ok / failed / skipped), the failed jobs' reasons, and a non-zero exit status
 when a job failed, unless ``allow_failures=true``.
 
-Every job of a multirun leaves ``job_status.json`` in its output folder (:func:`write_status`,
-called by :func:`ood_bench.job.run_job`): ``ok``, ``failed`` (with the error, as in its
-``failed`` row) or ``skipped`` (complete results existed). :class:`SweepSummary`, a Hydra
+Every job leaves ``job_status.json`` in its output folder (:func:`write_status`, called by
+:func:`ood_bench.job.run_job`): ``ok``, ``failed`` (with the error, as in its ``failed`` row) or
+``skipped`` (complete results existed), and the rows its ``metrics.csv`` holds. :class:`SweepSummary`, a Hydra
 callback registered under ``hydra.callbacks`` in ``conf/config.yaml`` and ``conf/novelty.yaml``,
 reads the statuses of this multirun's jobs when the sweep ends. A job counts for the multirun
 whose token it carries (``OOD_BENCH_MULTIRUN``, set when the multirun starts and inherited by

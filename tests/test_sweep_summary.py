@@ -120,3 +120,25 @@ def test_multirun_into_a_folder_another_multirun_writes_to_stops_before_any_job(
     assert "hydra.sweep.dir=" in out
     assert not list((tmp_path / "s").rglob("metrics.csv"))
 
+
+def test_unwritable_results_dir_fails_each_job_and_the_multirun_still_reports(tmp_path):
+    """Checked before the work: each job fails at once with the fix, leaves its failed row and
+    status, and the sweep ends with its summary (the OSError used to escape the multirun)."""
+    (tmp_path / "afile").write_text("not a folder")
+    proc = run_module(
+        "-m",
+        "ood_bench.run",
+        "-m",
+        "detector=pood_msp,pood_energy",
+        f"results_dir={tmp_path / 'afile'}",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        f"cache_dir={tmp_path / 'c'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "2 jobs: 0 ok, 2 failed, 0 skipped" in out
+    assert "cannot take this job's results" in out and "results_dir=null" in out
+    assert len(list((tmp_path / "s").rglob(sweep.STATUS_FILE))) == 2
+    assert not (tmp_path / "c").exists(), "nothing was computed"
