@@ -4,13 +4,14 @@ when a job failed, unless ``allow_failures=true``.
 
 Every job leaves ``job_status.json`` in its output folder (:func:`write_status`, called by
 :func:`ood_bench.job.run_job`): ``ok``, ``failed`` (with the error, as in its ``failed`` row) or
-``skipped`` (complete results existed), and the rows its ``metrics.csv`` holds. :class:`SweepSummary`, a Hydra
-callback registered under ``hydra.callbacks`` in ``conf/config.yaml`` and ``conf/novelty.yaml``,
-reads the statuses of this multirun's jobs when the sweep ends. A job counts for the multirun
-whose token it carries (``OOD_BENCH_MULTIRUN``, set when the multirun starts and inherited by
-local, joblib and SLURM jobs), or, without a token, when it wrote its status after the multirun
-started. Jobs of other invocations in the same sweep folder are not counted, and a second
-multirun into a folder another one is still writing into is refused (:func:`claim_sweep_dir`).
+``skipped`` (complete results existed), and the rows its ``metrics.csv`` holds.
+:class:`SweepSummary`, a Hydra callback registered under ``hydra.callbacks`` in
+``conf/config.yaml`` and ``conf/novelty.yaml``, reads the statuses of this multirun's jobs when
+the sweep ends. A job counts for the multirun whose token it carries (``OOD_BENCH_MULTIRUN``, set
+when the multirun starts and inherited by local, joblib and SLURM jobs), or, without a token,
+when it wrote its status after the multirun started. Jobs of other invocations in the same sweep
+folder are not counted, and a second multirun into a folder another one is still writing into is
+refused (:func:`claim_sweep_dir`).
 """
 
 from __future__ import annotations
