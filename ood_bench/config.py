@@ -6,9 +6,10 @@ import collections.abc
 import inspect
 import logging
 import numbers
+import re
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -178,6 +179,7 @@ NOT_IN_HASH = (
     "allow_failures",
     "store_scores",
     "threads",
+    "max_memory_fraction",
 )
 
 
@@ -200,3 +202,50 @@ def _config_hash_resolver(*, _root_: DictConfig) -> str:
 
 if not OmegaConf.has_resolver("config_hash"):
     OmegaConf.register_new_resolver("config_hash", _config_hash_resolver)
+
+
+# keys that may take their value from the environment (``${oc.env:…}``): where things are, never
+# a row's cell, a name or an option (conf/shared.yaml's locations, OpenOOD's configs folder)
+ENV_KEYS = ("cache_dir", "data_root", "results_dir", "config_root")
+# resolvers that read the process environment (OmegaConf's, and the legacy ``env`` of 2.0)
+_ENV_RESOLVER = re.compile(r"\$\{\s*(?:oc\.env|env)\s*:")
+_REFERENCE = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}")  # ${key.path}: another key's value
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, raw value) of every leaf of an unresolved config container."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, list)):
+            yield from _leaves(v, key + ".")
+        else:
+            yield key, v
+
+
+def env_reads(cfg: DictConfig) -> dict[str, str]:
+    """Keys outside :data:`ENV_KEYS` whose value reads the environment — an env resolver in
+    their text, or an interpolation of a key that reads it — mapped to their unresolved text.
+
+    Such a value would be resolved into result rows, logs and ``resolved_config.yaml`` (an
+    ``${oc.env:API_TOKEN}`` in a detector's name ends up in every CSV): the job refuses them."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    leaves = {k: v for k, v in _leaves(raw) if not k.startswith("hydra.") and k != "hydra"}
+
+    def reads(key: str, seen: frozenset[str]) -> bool:
+        """Whether the value of ``key`` (a leaf or a node) reads the environment."""
+        values = [v for k, v in leaves.items() if k == key or k.startswith(key + ".")]
+        for v in values:
+            if not isinstance(v, str):
+                continue
+            if _ENV_RESOLVER.search(v):
+                return True
+            if any(reads(r, seen | {key}) for r in _REFERENCE.findall(v) if r not in seen):
+                return True
+        return False
+
+    return {
+        k: str(v)
+        for k, v in leaves.items()
+        if k.rsplit(".", 1)[-1] not in ENV_KEYS and reads(k, frozenset())
+    }

@@ -11,6 +11,10 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
+from ood_bench.errors import ConfigError
+
 PACKAGES = {
     "torch": "torch",
     "pytorch_ood": "pytorch-ood",
@@ -105,3 +109,29 @@ def environment(device: str = "cpu") -> dict[str, str]:
         }
     )
     return env
+
+
+def check_device(device: str) -> str:
+    """``device`` when this machine has it, else a ConfigError naming the fix: a job asking for
+    ``cuda`` on a CPU-only machine must not run (and record ``cuda``) on features a cache holds."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"device={device!r} is not a torch device. Fix: device=cpu, or cuda / cuda:<index> "
+            "on a machine with a GPU."
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ConfigError(
+                f"device={device} but torch sees {have} on {socket.gethostname()} (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}). Fix: "
+                "device=cpu, or run the job on a machine with that GPU."
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device} but MPS is not available here. Fix: device=cpu.")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={device} is not supported by ood_bench. Fix: device=cpu.")
+    return device

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ood_bench.atomic import atomic_torch_save, atomic_write_text, lock_unless_read_only
@@ -176,6 +176,21 @@ class FeatureExtractor:
             self.cache_misses += 1
             log.info("extracted %s (%d images) → %s", data.name, len(feats), path)
             return feats
+
+    def row_nbytes(self, data: ImageSet) -> int:
+        """Bytes of one image's features (logits, penultimate, taps, label) as extraction stores
+        them: a job's memory estimate before extracting. One forward pass on ``data``'s first
+        image, not counted in :attr:`forward_samples`."""
+        if len(data) == 0:
+            return 0
+        counted = self.forward_samples
+        one = ImageSet(data.name, Subset(data.dataset, [0]), data.spec, data.group)
+        try:
+            f = self.extract(one)
+        finally:
+            self.forward_samples = counted
+        tensors = [f.logits, f.penultimate, f.labels, *f.taps.values()]
+        return int(sum(t.element_size() * t[0].numel() for t in tensors))
 
     @staticmethod
     def _verify(path: Path, digest_path: Path) -> str | None:

@@ -5,7 +5,9 @@ Used by the runner and by analysis scripts, so both see the same splits and the 
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from ood_bench.backbones import Backbone, trained_on
 from ood_bench.config import build
 from ood_bench.corruptions import CorruptionConfig, apply_corruption, attack_ood
-from ood_bench.data.base import CALIB_SOURCES, Benchmark, calib_test_fraction
+from ood_bench.data.base import CALIB_SOURCES, Benchmark, ImageSet, calib_test_fraction
 from ood_bench.data.root import resolve_data_root
+from ood_bench.environment import check_device
 from ood_bench.errors import ConfigError
 from ood_bench.features import FeatureExtractor, Features
 
@@ -69,6 +72,144 @@ def build_benchmark(cfg: DictConfig) -> Benchmark:
         resolve_data_root(cfg.data_root)
     bench = build(cfg.benchmark, "benchmark")
     return bench.select_ood(ood_set_names(cfg.get("ood_sets"), bench))
+
+
+MEMORY_FIX = (
+    "Fix: fewer images (e.g. a smaller benchmark.n_ood, a noise set's n, ood_max, or ood_sets "
+    "to drop sets), or raise max_memory_fraction (at most 1; null switches the guard off)."
+)
+
+
+def machine_memory() -> int:
+    """This machine's physical memory in bytes (0 when the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def memory_limit(cfg: DictConfig) -> tuple[float, int] | None:
+    """(``max_memory_fraction``, that share of this machine's memory in bytes), or None when the
+    guard is off (null) or the machine's memory is unknown; a fraction outside (0, 1] is an
+    error naming the fix."""
+    fraction = cfg.get("max_memory_fraction", None)
+    if fraction is None:
+        return None
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float))
+        or not 0 < fraction <= 1
+    ):
+        raise ConfigError(
+            f"max_memory_fraction={fraction!r} is not a fraction in (0, 1]. Fix: e.g. "
+            "max_memory_fraction=0.8 (the default), or null to switch the memory guard off."
+        )
+    total = machine_memory()
+    return (float(fraction), int(fraction * total)) if total else None
+
+
+def _gib(n: float) -> str:
+    """Bytes as GiB with one decimal (MiB below one GiB)."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_memory(cfg: DictConfig, need: int, what: str) -> None:
+    """A ConfigError naming ``max_memory_fraction`` when a job's estimated peak memory ``need``
+    (bytes; ``what`` says of what) exceeds that share of the machine's memory: refused before
+    allocating, rather than swapping or being killed a minute later."""
+    limit = memory_limit(cfg)
+    if limit is None or need <= limit[1]:
+        return
+    fraction, allowed = limit
+    raise ConfigError(
+        f"this job would need about {_gib(need)} of memory ({what}), more than "
+        f"max_memory_fraction={fraction:g} of this machine's {_gib(machine_memory())} "
+        f"({_gib(allowed)}). {MEMORY_FIX}"
+    )
+
+
+def planned_images(cfg: DictConfig) -> list[tuple[str, int, int, int]]:
+    """The in-memory image sets the job's benchmark will generate — (name, images, bytes per
+    image held, extra bytes per image while generated) — from the ``planned_images`` hook
+    beside its builder (:mod:`ood_bench.data.digits`, :mod:`ood_bench.data.image_benchmark`);
+    empty for a builder without one."""
+    target = OmegaConf.select(cfg, "benchmark._target_")
+    if not target:
+        return []
+    module_name = str(target).rpartition(".")[0]
+    try:
+        hook = getattr(importlib.import_module(module_name), "planned_images", None)
+    except ImportError:
+        return []
+    if hook is None:
+        return []
+    params = OmegaConf.to_container(cfg.benchmark, resolve=True)
+    params.pop("_target_", None)
+    try:
+        return list(hook(**params))
+    except (TypeError, ValueError, KeyError):
+        return []  # arguments the builder itself will reject, with its own message
+
+
+def check_memory_plan(cfg: DictConfig) -> None:
+    """Refuse a benchmark whose generated images alone exceed the memory guard, before any is
+    made (a huge ``n_ood`` or noise ``n``: :func:`check_memory`)."""
+    plan = planned_images(cfg)
+    if not plan:
+        return
+    held = sum(n * b for _, n, b, _ in plan)
+    peak = max(n * extra for _, n, _, extra in plan)
+    big = max(plan, key=lambda p: p[1] * p[2])
+    check_memory(
+        cfg,
+        held + peak,
+        f"{len(plan)} generated OOD set(s), {_gib(held)} once built, the largest "
+        f"{big[0]} with {big[1]:,} images",
+    )
+
+
+def check_feature_memory(
+    cfg: DictConfig, extractor: FeatureExtractor, sets: list[ImageSet]
+) -> None:
+    """Refuse a job whose features (every split and OOD set, held at once, plus the copy made
+    while the largest is concatenated) and generated images exceed the memory guard, before
+    extracting: the bytes per image come from one image's features (:func:`check_memory`)."""
+    if memory_limit(cfg) is None or not sets:
+        return
+    row = extractor.row_nbytes(sets[0])
+    sizes = [len(s) for s in sets]
+    images = sum(n * b for _, n, b, _ in planned_images(cfg))
+    need = row * (sum(sizes) + max(sizes)) + images
+    check_memory(
+        cfg,
+        need,
+        f"features of {sum(sizes):,} images at {row:,} bytes each, plus {_gib(images)} of "
+        "generated images",
+    )
+
+
+def check_calib_test_size(size: object, bench: Benchmark) -> None:
+    """A ConfigError naming a size that works when ``calib_test_size`` would leave calib or test
+    empty: the cut is stratified (each class gives its share, rounded), so a count below about
+    half a test set's size over its largest class rounds to no image at all."""
+    test = bench.split("test")
+    n = len(test)
+    fraction = calib_test_fraction(size, n)  # type: ignore[arg-type]
+    counts = np.unique(test.labels(), return_counts=True)[1]
+    if np.round(fraction * counts).sum() > 0 and np.round((1 - fraction) * counts).sum() > 0:
+        return
+    # the smallest count whose share of the largest class rounds up to one image (0.5 rounds
+    # to even, i.e. down), and the largest leaving one image
+    low = n // (2 * int(counts.max())) + 1
+    high = n - low
+    raise ConfigError(
+        f"calib_test_size={size!r} leaves no image in calib or in test: the cut from the "
+        f"{n} ID test images of {bench.name!r} is stratified over {len(counts)} classes (the "
+        f"largest has {int(counts.max())} images), each class giving its share rounded, so "
+        f"fewer than {low} images round to none. Fix: calib_test_size=<a count from {low} to "
+        f"{high}>, a fraction between {low / n:.3g} and {high / n:.3g}, or null for the "
+        "benchmark's default."
+    )
 
 
 def calib_source_of(cfg: DictConfig) -> str:
@@ -141,11 +282,14 @@ def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
 
     ``bench``: the job's benchmark when already built (:func:`build_benchmark`)."""
     source = calib_source_of(cfg)
+    device = check_device(str(cfg.device))
     seed_everything(int(cfg.seed))
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
-    bench = build_benchmark(cfg) if bench is None else bench
+    if bench is None:
+        check_memory_plan(cfg)
+        bench = build_benchmark(cfg)
     if source != "train" and cfg.get("calib_test_size") is not None:  # fail before training
-        calib_test_fraction(cfg.calib_test_size, len(bench.split("test")))
+        check_calib_test_size(cfg.calib_test_size, bench)
     corruption = (
         CorruptionConfig(**OmegaConf.to_container(cfg.corruption, resolve=True))
         if cfg.get("corruption")
@@ -156,8 +300,9 @@ def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
     bench, calib_source = choose_calib(bench, backbone, source, cfg.get("calib_test_size"))
     bench = apply_corruption(bench, corruption)  # after the backbone: it trains on clean data
     bench = attack_ood(bench, backbone.model, corruption, str(cfg.device))
-    extractor = FeatureExtractor(
-        backbone, cache_dir, device=str(cfg.device), batch_size=int(cfg.batch_size)
+    extractor = FeatureExtractor(backbone, cache_dir, device=device, batch_size=int(cfg.batch_size))
+    check_feature_memory(
+        cfg, extractor, [*(bench.split(s) for s in ("fit", "calib", "test")), *bench.ood]
     )
     fit_f, calib_f, test_f = (extractor(bench.split(s)) for s in ("fit", "calib", "test"))
     ood_f = {s.name: extractor(s) for s in bench.ood}

@@ -6,6 +6,7 @@ those. Rows are sorted and floats written with a fixed format so diffs stay smal
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,48 @@ NO_ROWS_FIX = (
 )
 
 
+CUT_FIX = (
+    "Fix: rerun that job (its skip check no longer counts it as complete: run the sweep "
+    "again, or the job with rerun=true), or delete that file."
+)
+
+
+def check_ends_with_newline(path: Path) -> None:
+    """A DataError when a non-empty CSV does not end with a newline: every writer ends its last
+    row with one, so the file was cut mid-row (a copy or a disk that stopped), and its last
+    value may be a prefix of the real one (0.770689 read as 0.77)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            return  # empty: read_results says so
+        fh.seek(-1, 2)
+        if fh.read(1) != b"\n":
+            raise DataError(
+                f"{path} is cut mid-row (its last line has no newline): its last value may be "
+                f"truncated and later rows lost. {CUT_FIX}"
+            )
+
+
+def check_row_count(path: Path, df: pd.DataFrame) -> None:
+    """A DataError when a job's ``metrics.csv`` holds fewer or more rows than the job wrote, as
+    its ``job_status.json`` records (a file cut at a row boundary, or changed since)."""
+    from ood_bench.sweep import STATUS_FILE
+
+    status = path.with_name(STATUS_FILE)
+    if path.name != "metrics.csv" or not status.is_file():
+        return
+    try:
+        record = json.loads(status.read_text())
+        expected, run_ids = int(record["metrics_rows"]), set(record["metrics_run_ids"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an older or foreign status: nothing to compare with
+    if set(df["run_id"]) == run_ids and len(df) != expected:
+        raise DataError(
+            f"{path} holds {len(df)} rows, but its job wrote {expected} ({status}): the file "
+            f"was cut or changed after the job wrote it. {CUT_FIX}"
+        )
+
+
 def read_results(*paths: str | Path) -> pd.DataFrame:
     """Read and validate result CSVs (a file or a folder of them); a foreign CSV is an error."""
     files: list[Path] = []
@@ -191,6 +234,7 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
         raise DataError(f"no CSV files under {[str(p) for p in paths]}")
     frames = []
     for f in files:
+        check_ends_with_newline(f)
         try:
             df = pd.read_csv(f, dtype=str, keep_default_na=False)
         except pd.errors.EmptyDataError as e:
@@ -206,6 +250,7 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
         if df.empty:  # a table of nothing would look like a finished report
             raise DataError(f"{f} has the results header but no result rows: {NO_ROWS_FIX}")
         df = df[COLUMNS].copy()
+        check_row_count(f, df)
         for c in NUMERIC:
             df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
         bad = df["status"].eq("ok") & df["value"].isna() & df["metric"].ne("job")

@@ -163,7 +163,7 @@ def run_scenario(
     nuis_names, _ = resolve_sets(sc.nuisance_sets, bench)
     new = sets.union(new_names, NEW) if new_names else pool.take(np.empty(0, dtype=np.int64))
     nuisance = sets.union(nuis_names, NUISANCE) if nuis_names else pool.take(np.empty(0, np.int64))
-    n_trials = int(sc.trials or cfg.trials)
+    n_trials = int(cfg.trials if sc.trials is None else sc.trials)
     rng = np.random.default_rng([int(cfg.seed), zlib.crc32(sc.name.encode())])
     trials, frames = [], []
     n_id = n_ood = 0
@@ -180,6 +180,30 @@ def run_scenario(
                 log.info("%s, trial 0:\n%s", sc.name, res.summary())
         trials.append(tr)
     return trials, frames, n_id, n_ood
+
+
+def check_trials(cfg: DictConfig) -> None:
+    """``trials`` and every scenario's own ``trials`` must be integers ≥ 1 (null: the global
+    value for a scenario): zero trials would give an ``ok`` job without a single number."""
+
+    def bad(value: object) -> bool:
+        """Whether ``value`` is not a whole number of at least one trial."""
+        return isinstance(value, bool) or not isinstance(value, int) or value < 1
+
+    if bad(cfg.get("trials")):
+        raise ConfigError(
+            f"trials={cfg.get('trials')!r}: a novelty job needs at least one trial per scenario, "
+            "else it is ok with no result. Fix: trials=<an integer >= 1>, e.g. trials=50 (the "
+            "default)."
+        )
+    for name, sc in (cfg.get("scenarios") or {}).items():
+        own = sc.get("trials") if sc is not None else None
+        if own is not None and bad(own):
+            raise ConfigError(
+                f"scenarios.{name}.trials={own!r}: a scenario needs at least one trial. Fix: "
+                f"scenarios.{name}.trials=<an integer >= 1>, or null to take trials="
+                f"{cfg.get('trials')}."
+            )
 
 
 def fit_detector(detector: Detector, prep: Prepared) -> None:
@@ -199,6 +223,7 @@ def evaluate(
     cfg: DictConfig, job: dict[str, Any], bench: Benchmark | None = None
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
     """Prepared features → detector → novelty method → scenarios → rows, trials, samples."""
+    check_trials(cfg)
     prep = prepare(cfg, bench)
     bench = prep.bench
     job.update(
@@ -350,7 +375,12 @@ def main(cfg: DictConfig) -> None:
     (:func:`ood_bench.job.run_job`): every scenario's trials, written as gzip trial and sample
     tables and ``metrics.csv``; a finished job is skipped on a rerun, a failed one writes one
     ``failed`` row."""
-    run_job(cfg, evaluate_job, detector_label=f"{cfg.detector.name}+{cfg.novelty.name}")
+    run_job(cfg, evaluate_job, detector_label=label)
+
+
+def label(cfg: DictConfig) -> str:
+    """The ``detector`` column of a novelty job: ``<detector>+<novelty method>``."""
+    return f"{cfg.detector.name}+{cfg.novelty.name}"
 
 
 def evaluate_job(cfg: DictConfig, job: dict[str, Any], bench: Benchmark) -> JobResult:

@@ -2,40 +2,56 @@
 summary line (jobs ok / failed / skipped), the failed jobs' reasons, and a non-zero exit status
 when a job failed, unless ``allow_failures=true``.
 
-Every job of a multirun leaves ``job_status.json`` in its output folder (:func:`write_status`,
-called by :func:`ood_bench.job.run_job`): ``ok``, ``failed`` (with the error, as in its
-``failed`` row) or ``skipped`` (complete results existed). :class:`SweepSummary`, a Hydra
-callback registered under ``hydra.callbacks`` in ``conf/config.yaml`` and ``conf/novelty.yaml``,
-reads the statuses of this multirun's jobs when the sweep ends. A job counts for the multirun
-whose token it carries (``OOD_BENCH_MULTIRUN``, set when the multirun starts and inherited by
-local, joblib and SLURM jobs), or, without a token, when it wrote its status after the multirun
-started. Jobs of other invocations in the same sweep folder are not counted.
+Every job leaves ``job_status.json`` in its output folder (:func:`write_status`, called by
+:func:`ood_bench.job.run_job`): ``ok``, ``failed`` (with the error, as in its ``failed`` row) or
+``skipped`` (complete results existed), and the rows its ``metrics.csv`` holds.
+:class:`SweepSummary`, a Hydra callback registered under ``hydra.callbacks`` in
+``conf/config.yaml`` and ``conf/novelty.yaml``, reads the statuses of this multirun's jobs when
+the sweep ends. A job counts for the multirun whose token it carries (``OOD_BENCH_MULTIRUN``, set
+when the multirun starts and inherited by local, joblib and SLURM jobs), or, without a token,
+when it wrote its status after the multirun started. Jobs of other invocations in the same sweep
+folder are not counted, and a second multirun into a folder another one is still writing into is
+refused (:func:`claim_sweep_dir`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ood_bench.atomic import atomic_write_text
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 STATUS_FILE = "job_status.json"
+# the mark of the multirun writing into a sweep folder (claim_sweep_dir)
+LOCK_FILE = ".ood_bench_multirun.json"
 TOKEN_ENV = "OOD_BENCH_MULTIRUN"
 # the error type of a job that cannot apply (ood_bench.errors.NotApplicable): counted apart
 NOT_APPLICABLE = "NotApplicable"
 
 
-def write_status(out_dir: str | Path, status: str, job: dict[str, Any], error: str = "") -> None:
-    """Leave the job's outcome (``ok``, ``failed``, ``skipped``) for the multirun's summary."""
+def write_status(
+    out_dir: str | Path,
+    status: str,
+    job: dict[str, Any],
+    error: str = "",
+    rows: pd.DataFrame | None = None,
+) -> None:
+    """Leave the job's outcome (``ok``, ``failed``, ``skipped``) for the multirun's summary,
+    with the rows its ``metrics.csv`` holds (``rows``: that frame): how many and of which run,
+    so a file cut after the job wrote it is caught (:func:`ood_bench.results.read_results`)."""
     record = {
         "status": status,
         "error": error,
@@ -47,7 +63,89 @@ def write_status(out_dir: str | Path, status: str, job: dict[str, Any], error: s
         "token": os.environ.get(TOKEN_ENV, ""),
         "time": time.time(),
     }
+    if rows is not None:
+        record["metrics_rows"] = len(rows)
+        record["metrics_run_ids"] = sorted(set(map(str, rows["run_id"])))
     atomic_write_text(Path(out_dir) / STATUS_FILE, json.dumps(record, indent=1) + "\n")
+
+
+class SweepBusy(RuntimeError):
+    """Another multirun is writing into the same sweep folder."""
+
+
+def claim_sweep_dir(sweep_dir: str | Path, token: str) -> Path:
+    """Mark ``sweep_dir`` as this multirun's (:data:`LOCK_FILE`), or raise :class:`SweepBusy`
+    naming the multirun that holds it. Two multiruns in one folder share its job folders (one
+    per config), so each overwrites the other's ``job_status.json`` and its summary counts
+    fewer jobs than it launched. A mark left by a multirun that died on this host is taken
+    over; one from another host is not (its liveness cannot be checked here)."""
+    d = Path(sweep_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    lock = d / LOCK_FILE
+    mine = {"token": token, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+    for _ in range(3):
+        tmp = atomic_write_text(d / f".{LOCK_FILE}.{token}", json.dumps(mine) + "\n")
+        try:
+            try:
+                os.link(tmp, lock)  # creates the mark with its content, or fails when it exists
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links: create-exclusive, then write
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(fd, "w") as f:
+                    f.write(json.dumps(mine) + "\n")
+            return lock
+        except FileExistsError:
+            other = _read_json(lock)
+            if other is not None and not _dead(other):
+                raise SweepBusy(_busy_message(d, lock, other)) from None
+            lock.unlink(missing_ok=True)  # a dead multirun's mark
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise SweepBusy(f"cannot mark {d} as this multirun's ({lock} keeps reappearing)")
+
+
+def release_sweep_dir(sweep_dir: str | Path, token: str) -> None:
+    """Remove this multirun's mark from ``sweep_dir`` (another's is left alone)."""
+    lock = Path(sweep_dir) / LOCK_FILE
+    other = _read_json(lock)
+    if other is not None and other.get("token") == token:
+        lock.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when absent, unreadable or not an object."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _dead(record: dict[str, Any]) -> bool:
+    """Whether the multirun of a mark is known to be gone (its process, on this host)."""
+    if record.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(record.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OSError):
+        return False
+    return False
+
+
+def _busy_message(d: Path, lock: Path, other: dict[str, Any]) -> str:
+    """Which multirun holds ``d``, why this one cannot share it, and the fixes."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(other.get("time", 0))))
+    return (
+        f"another multirun (pid {other.get('pid')} on {other.get('host')}, started {started}) "
+        f"is writing into the sweep folder {d}. Two multiruns in one folder share its job "
+        "folders (one per config), so each would overwrite the other's job_status.json and "
+        "report fewer jobs than it launched. Fix: wait for it to end (then this sweep skips "
+        "the jobs it completed), or give this multirun its own folder (hydra.sweep.dir=...). "
+        f"If no multirun is running there any more, delete {lock}."
+    )
 
 
 def read_statuses(sweep_dir: str | Path, token: str, since: float) -> list[dict[str, Any]]:
@@ -134,8 +232,14 @@ class SweepSummary(Callback):
         """Give this multirun's jobs a token, and note where they write and when it started."""
         self.token = uuid.uuid4().hex
         self.since = time.time()
+        sweep_dir = str(OmegaConf.select(config, "hydra.sweep.dir"))
+        try:
+            claim_sweep_dir(sweep_dir, self.token)
+        except SweepBusy as e:  # an exception would only be a warning: stop before any job
+            print(f"[ood_bench] refusing to start this multirun: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
         os.environ[TOKEN_ENV] = self.token
-        self.sweep_dir = str(OmegaConf.select(config, "hydra.sweep.dir"))
+        self.sweep_dir = sweep_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Report, then ``sys.exit(1)`` when a job failed and failures are not allowed (an
@@ -143,6 +247,7 @@ class SweepSummary(Callback):
         os.environ.pop(TOKEN_ENV, None)
         if self.sweep_dir is None:
             return
+        release_sweep_dir(self.sweep_dir, self.token)
         s = summarise(read_statuses(self.sweep_dir, self.token, self.since))
         allow = bool(OmegaConf.select(config, "allow_failures", default=False))
         lines = [f"[ood_bench] sweep {self.sweep_dir}: {s.line()}"]

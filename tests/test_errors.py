@@ -307,3 +307,105 @@ def test_search_on_the_only_ood_set_is_an_error(tmp_path):
     )
     assert proc.returncode != 0 and "no other OOD set is left" in proc.stderr
     assert read_results(tmp_path / "r" / "metrics.csv").iloc[0]["status"] == "failed"
+
+
+@pytest.mark.parametrize("size", [1, 2, 4])
+def test_calib_test_size_too_small_for_a_stratified_cut_names_a_size_that_works(digits_bench, size):
+    """1 or 2 of 450 test images round to no image in any class: the fix names the smallest
+    count that works (a count 'smaller than the test split' did not)."""
+    import re
+
+    from ood_bench.pipeline import check_calib_test_size
+
+    with pytest.raises(ConfigError, match="stratified") as e:
+        check_calib_test_size(size, digits_bench)
+    low, high = map(int, re.search(r"a count from (\d+) to (\d+)", str(e.value)).groups())
+    for ok in (low, high):
+        check_calib_test_size(ok, digits_bench)
+        cut = digits_bench.calib_from_test(ok)
+        assert len(cut.split("calib")) > 0 and len(cut.split("test")) > 0
+    with pytest.raises(ConfigError):
+        check_calib_test_size(low - 1, digits_bench)
+    with pytest.raises(ConfigError):
+        check_calib_test_size(high + 1, digits_bench)
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("trials=0", r"trials=0: .*Fix: trials=<an integer >= 1>"),
+        ("trials=-3", r"trials=-3"),
+        ("+scenarios.control_id.trials=0", r"scenarios.control_id.trials=0: .*or null"),
+    ],
+)
+def test_novelty_without_trials_is_refused(override, match):
+    from ood_bench.config import compose
+    from ood_bench.run_novelty import check_trials
+
+    check_trials(compose(config_name="novelty"))
+    with pytest.raises(ConfigError, match=match):
+        check_trials(compose([override], config_name="novelty"))
+
+
+def test_results_dir_that_is_a_file_is_refused_with_the_fix(tmp_path):
+    from ood_bench.job import check_results_dir
+
+    check_results_dir(tmp_path / "shared")  # created
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"results_dir=.*afile.*Fix: .*results_dir=null"):
+        check_results_dir(tmp_path / "afile")
+
+
+def test_memory_guard_refuses_a_huge_ood_set_before_allocating():
+    import time
+
+    from ood_bench.config import compose
+    from ood_bench.pipeline import check_memory_plan, machine_memory
+
+    n = int(machine_memory() // 200)  # 1280 bytes per digits noise image at its peak
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"max_memory_fraction=0.8 .*benchmark.n_ood") as e:
+        check_memory_plan(compose([f"benchmark.n_ood={n}"]))
+    assert time.perf_counter() - t0 < 2, "refused from the arguments, nothing allocated"
+    assert "null switches the guard off" in str(e.value)
+    check_memory_plan(compose([f"benchmark.n_ood={n}", "max_memory_fraction=null"]))
+    check_memory_plan(compose())  # the default benchmark fits
+    with pytest.raises(ConfigError, match=r"max_memory_fraction=1.5 is not a fraction"):
+        check_memory_plan(compose(["max_memory_fraction=1.5"]))
+
+
+def test_memory_plan_of_an_image_benchmark_counts_its_generated_sets():
+    from ood_bench.data.image_benchmark import planned_images
+
+    ood = [
+        {"name": "fashionmnist", "group": "near", "dataset": "fashionmnist"},
+        {"name": "uniform_noise", "group": "far", "noise": "uniform", "n": 10},
+        {"name": "gaussian_noise", "group": "far", "noise": "gaussian", "n": 20},
+    ]
+    pre = {"channels": 3, "size": [32, 32]}
+    px = 3 * 32 * 32
+    assert planned_images(ood, pre) == [
+        ("uniform_noise", 10, px, 0),
+        ("gaussian_noise", 20, px, 24 * px),
+    ]
+    assert planned_images(ood, pre, ood_sets=["uniform_noise"], ood_max=4) == [
+        ("uniform_noise", 4, px, 0)
+    ]
+
+
+def test_memory_guard_counts_the_features_before_extracting(
+    digits_bench, digits_backbone, tmp_path
+):
+    from ood_bench.config import compose
+    from ood_bench.features import FeatureExtractor
+    from ood_bench.pipeline import check_feature_memory, machine_memory
+
+    ex = FeatureExtractor(digits_backbone, tmp_path)
+    sets = [digits_bench.split("test")]
+    row = ex.row_nbytes(sets[0])
+    assert row > 4 * digits_bench.num_classes and ex.forward_samples == 0
+    need = row * 2 * len(sets[0])
+    fraction = 0.5 * need / machine_memory()
+    with pytest.raises(ConfigError, match=r"features of 450 images.*max_memory_fraction"):
+        check_feature_memory(compose([f"max_memory_fraction={fraction}"]), ex, sets)
+    check_feature_memory(compose([f"max_memory_fraction={4 * fraction}"]), ex, sets)

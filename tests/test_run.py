@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
+from ood_bench.errors import ConfigError
+from ood_bench.names import is_valid_name
 from ood_bench.results import COLUMNS, METRICS, read_results
 from tests.conftest import FAST_TRAIN, ROOT, run_module
 
@@ -145,3 +148,93 @@ def test_single_run_failure_exits_nonzero_with_row(tmp_path):
     assert "uniform_noise" in proc.stderr + proc.stdout  # the error lists the options
     df = read_results(tmp_path / "r" / "metrics.csv")
     assert df["status"].tolist() == ["failed"]
+
+
+SECRET = "s3cr3t-d0-not-leak-4711"
+
+
+def test_env_secret_in_a_name_reaches_no_written_file(tmp_path):
+    """``${oc.env:...}`` in a field that goes into rows stops the job before anything resolves:
+    the secret is in no file the job writes (rows, status, logs, Hydra's files) nor its output."""
+    proc = run_module(
+        "-m",
+        "ood_bench.run",
+        "detector.name=msp_${oc.env:OOD_BENCH_TEST_TOKEN}",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        f"cache_dir={tmp_path / 'c'}",
+        cwd=tmp_path,
+        env={"OOD_BENCH_TEST_TOKEN": SECRET},
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "read the environment" in out, out
+    assert "${oc.env:OOD_BENCH_TEST_TOKEN}" in out  # the unresolved text, not the value
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "metrics.csv" for p in files)
+    assert SECRET not in out
+    assert [p for p in files if SECRET.encode() in p.read_bytes()] == []
+    row = read_results(tmp_path / "r" / "metrics.csv").iloc[0]
+    assert row["status"] == "failed" and row["detector"] == "msp___oc.env_OOD_BENCH_TEST_TOKEN_"
+    assert is_valid_name(row["detector"])  # the failed row itself passes the site's name check
+
+
+def test_env_reads_follow_interpolations_and_allow_locations():
+    from ood_bench.config import compose, env_reads
+
+    assert env_reads(compose()) == {}  # cache_dir, data_root, results_dir read it by design
+    assert env_reads(compose(["detector=openood_dice", "benchmark=mnist"])) == {}
+    reads = env_reads(compose(["+tag=${oc.env:USER}", "detector.name=run_${tag}", "seed=1"]))
+    assert reads == {"tag": "${oc.env:USER}", "detector.name": "run_${tag}"}
+    assert "detector.name" in env_reads(compose(["detector.name=${cache_dir}"]))  # a path too
+    assert "detector.params.k" in env_reads(
+        compose(["detector=pood_knn", "detector.params.k=${oc.env:K,5}"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("detector.name=../../x", "invalid detector name '../../x'"),
+        ("detector.name='javascript:alert(3)//'", "invalid detector name"),
+        ("backbone.name='a b'", "invalid backbone name"),
+        ("seed=${oc.env:HOME}", "seed=.*read the environment"),
+    ],
+)
+def test_job_config_refuses_names_and_environment_reads(override, match):
+    from ood_bench.config import compose
+    from ood_bench.job import check_job_config
+
+    check_job_config(compose())
+    with pytest.raises(ConfigError, match=match):
+        check_job_config(compose([override]))
+
+
+def test_novelty_method_and_scenario_names_are_checked():
+    from omegaconf import open_dict
+
+    from ood_bench.config import compose
+    from ood_bench.job import check_job_config
+
+    check_job_config(compose(config_name="novelty"))
+    with pytest.raises(ConfigError, match="invalid novelty method name"):
+        check_job_config(compose(["novelty.name=x/y"], config_name="novelty"))
+    cfg = compose(config_name="novelty")
+    with open_dict(cfg):
+        cfg.scenarios["../escape"] = cfg.scenarios.control_id
+    with pytest.raises(ConfigError, match="invalid novelty scenario name '../escape'"):
+        check_job_config(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_cpu_only_machine_is_refused_before_any_work():
+    """Refused up front, so a job whose features are all cached cannot record device=cuda."""
+    from ood_bench.config import compose
+    from ood_bench.job import check_job_config
+    from ood_bench.pipeline import prepare
+
+    with pytest.raises(ConfigError, match="device=cuda but torch sees no CUDA device.*device=cpu"):
+        check_job_config(compose(["device=cuda"]))
+    with pytest.raises(ConfigError, match="device=cuda"):  # scripts that call prepare directly
+        prepare(compose(["device=cuda"]))
+    with pytest.raises(ConfigError, match="not a torch device"):
+        check_job_config(compose(["device=gpu"]))

@@ -4,6 +4,10 @@ reasons, and exit status 1 when a job failed unless allow_failures=true."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -69,3 +73,72 @@ def test_multirun_with_a_failed_job_exits_nonzero_unless_allowed(entry, tmp_path
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0
     assert "1 job: 0 ok, 1 failed, 0 skipped" in out and "failures allowed" in out
+
+
+def test_a_second_multirun_into_a_busy_sweep_folder_is_refused(tmp_path):
+    """Two multiruns in one folder share its job folders: the second would overwrite the first's
+    job_status.json files and one would report fewer jobs than it launched."""
+    lock = sweep.claim_sweep_dir(tmp_path, "first")
+    with pytest.raises(sweep.SweepBusy, match=rf"another multirun \(pid {os.getpid()} .*"):
+        sweep.claim_sweep_dir(tmp_path, "second")
+    sweep.release_sweep_dir(tmp_path, "second")  # not its mark: left alone
+    assert lock.is_file()
+    sweep.release_sweep_dir(tmp_path, "first")
+    assert not lock.exists()
+    sweep.claim_sweep_dir(tmp_path, "second")  # free again
+    assert json.loads(lock.read_text())["token"] == "second"
+
+
+def test_the_mark_of_a_dead_multirun_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mark = {"token": "old", "pid": dead.pid, "host": socket.gethostname(), "time": 0}
+    (tmp_path / sweep.LOCK_FILE).write_text(json.dumps(mark))
+    sweep.claim_sweep_dir(tmp_path, "new")
+    assert json.loads((tmp_path / sweep.LOCK_FILE).read_text())["token"] == "new"
+    # another host's mark cannot be checked: refused, naming the file to delete
+    (tmp_path / sweep.LOCK_FILE).write_text(json.dumps({**mark, "host": "elsewhere"}))
+    with pytest.raises(sweep.SweepBusy, match="delete .*ood_bench_multirun.json"):
+        sweep.claim_sweep_dir(tmp_path, "newer")
+
+
+def test_multirun_into_a_folder_another_multirun_writes_to_stops_before_any_job(tmp_path):
+    sweep.claim_sweep_dir(tmp_path / "s", "running")  # this process: alive
+    proc = run_module(
+        "-m",
+        "ood_bench.run",
+        "-m",
+        "detector=pood_msp,pood_energy",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        f"cache_dir={tmp_path / 'c'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "refusing to start this multirun: another multirun" in out
+    assert "hydra.sweep.dir=" in out
+    assert not list((tmp_path / "s").rglob("metrics.csv"))
+
+
+def test_unwritable_results_dir_fails_each_job_and_the_multirun_still_reports(tmp_path):
+    """Checked before the work: each job fails at once with the fix, leaves its failed row and
+    status, and the sweep ends with its summary (the OSError used to escape the multirun)."""
+    (tmp_path / "afile").write_text("not a folder")
+    proc = run_module(
+        "-m",
+        "ood_bench.run",
+        "-m",
+        "detector=pood_msp,pood_energy",
+        f"results_dir={tmp_path / 'afile'}",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        f"cache_dir={tmp_path / 'c'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "2 jobs: 0 ok, 2 failed, 0 skipped" in out
+    assert "cannot take this job's results" in out and "results_dir=null" in out
+    assert len(list((tmp_path / "s").rglob(sweep.STATUS_FILE))) == 2
+    assert not (tmp_path / "c").exists(), "nothing was computed"

@@ -148,3 +148,45 @@ def test_submitit_local_executor_runs_a_sweep(tmp_path):
         cwd=tmp_path,
     )
     assert read_results(tmp_path / "all.csv")["run_id"].nunique() == 2
+
+
+def _job_files(tmp_path: Path) -> tuple[Path, str]:
+    """A job folder as run_job leaves it: metrics.csv (two rows) and job_status.json."""
+    from ood_bench.results import COLUMNS, make_row, to_frame, write_csv
+    from ood_bench.sweep import write_status
+
+    job = {c: "" for c in COLUMNS[:16]} | {c: "x" for c in COLUMNS[22:]}
+    job.update(run_id="r1", config_hash="h", status="ok", seed=0, severity=0)
+    job.update(benchmark="b", backbone="n", detector="d", backbone_sha256="a" * 64)
+    df = to_frame([make_row(job, "id_acc", 0.9), make_row(job, "auroc", 0.770689, "s", "far")])
+    out = tmp_path / "job" / "metrics.csv"
+    write_csv(df, out)
+    write_status(out.parent, "ok", job, rows=df)
+    return out, "h"
+
+
+def test_metrics_csv_cut_mid_row_is_reported_and_not_complete(tmp_path):
+    from ood_bench.errors import DataError
+    from ood_bench.job import complete_sha
+    from ood_bench.results import collect
+
+    out, chash = _job_files(tmp_path)
+    assert complete_sha(out, chash) == "a" * 64
+    text = out.read_text()
+    out.write_text(text[: text.index("0.770689") + 4])  # AUROC 0.770689 would read as 0.77
+    with pytest.raises(DataError, match=r"metrics.csv is cut mid-row.*Fix: rerun"):
+        collect(tmp_path)
+    assert complete_sha(out, chash) is None  # the skip check runs the job again
+
+
+def test_metrics_csv_cut_at_a_row_boundary_is_caught_by_the_row_count(tmp_path):
+    from ood_bench.errors import DataError
+    from ood_bench.job import complete_sha
+    from ood_bench.results import collect
+
+    out, chash = _job_files(tmp_path)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:-1]))  # the auroc row lost, the file still ends a row
+    with pytest.raises(DataError, match=r"holds 1 rows, but its job wrote 2 .*job_status.json"):
+        collect(tmp_path)
+    assert complete_sha(out, chash) is None

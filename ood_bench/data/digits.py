@@ -38,6 +38,18 @@ def calib_share(fractions: dict[str, float]) -> float:
     )
 
 
+def planned_images(
+    n_ood: int = 500, far_sets: list[str] | None = None, **_: object
+) -> list[tuple[str, int, int, int]]:
+    """What :func:`build_digits` generates in memory, read from its arguments before any image
+    exists (the job's memory guard, :func:`ood_bench.pipeline.check_memory_plan`): per generated
+    OOD set, (name, images, bytes per image once built, extra bytes per image while generated).
+    The ID images (1,797 of 8×8) are left out: small."""
+    far = list(FAR_SETS) if far_sets is None else [s for s in far_sets if s in FAR_SETS]
+    px = 8 * 8
+    return [(s, int(n_ood), 4 * px, 16 * px) for s in far]  # float32 held; float64 steps
+
+
 def build_digits(
     name: str = "digits",
     id_classes: list[int] | None = None,

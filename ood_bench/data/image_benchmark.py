@@ -250,6 +250,41 @@ def _id_classes(
     return classes
 
 
+def planned_images(
+    ood: list[dict[str, Any]],
+    preprocess: dict[str, Any],
+    ood_sets: list[str] | str | None = None,
+    ood_max: int | None = None,
+    **_: object,
+) -> list[tuple[str, int, int, int]]:
+    """What :func:`build_image_benchmark` generates in memory (noise and photo sets), read from
+    its arguments before any image exists (the job's memory guard,
+    :func:`ood_bench.pipeline.check_memory_plan`): per set, (name, images, bytes per image once
+    built, extra bytes per image while generated). The raw shape is taken as the preprocess
+    size and channels (the ID raw shape is known only once its data are open); sets read from
+    disk are left out (loaded lazily)."""
+    size = preprocess.get("size")
+    if not size:
+        return []
+    side = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+    px = side[0] * side[1] * int(preprocess.get("channels", 1))
+    wanted = [ood_sets] if isinstance(ood_sets, str) else ood_sets
+    out = []
+    for entry in ood:
+        if wanted is not None and entry.get("name") not in wanted:
+            continue
+        n = int(entry.get("n", 1000))
+        if ood_max is not None:
+            n = min(n, int(ood_max))
+        if entry.get("noise") == "gaussian":
+            out.append((entry["name"], n, px, 24 * px))  # float64 draw, round, clip
+        elif "noise" in entry:
+            out.append((entry["name"], n, px, 0))  # uint8 drawn directly
+        elif "photos" in entry:
+            out.append((entry["name"], n, px, 4 * px))  # float32 crops
+    return out
+
+
 def build_image_benchmark(
     name: str,
     id_set: dict[str, Any],
