@@ -285,9 +285,12 @@ def validity_page(res: data.Results, cal: list[Figure]) -> Page:
     above = checks[checks["verdict"] == "above"]
     n_above = above.groupby([*data.KEYS, "calib_source", "source"]).ngroups if len(above) else 0
     verdict = (
-        f"{rows} rows (detector × calibration source × source file), "
-        f"{len(checks)} (row, α) checks: {len(above)} above the band ({n_above} rows), "
-        f"{int((checks['verdict'] == 'below').sum())} below it (conservative)."
+        f"Verdict: {rows} rows (detector × calibration source × source file), "
+        f"{len(checks)} (row, α) checks; {len(above)} above the range ({n_above} rows), where "
+        f"{0.025 * len(checks):.1f} are expected by chance if every p-value is valid (2.5 % "
+        f"of the checks), and {int((checks['verdict'] == 'below').sum())} below it "
+        "(conservative). The levels are not independent checks of one row (the same "
+        "samples at α = 0.01, 0.05, 0.10), so read a row above at one level only as a flag."
         if rows
         else "No detector with p-values in these results."
     )
