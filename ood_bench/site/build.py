@@ -93,10 +93,16 @@ def cd_section(res: data.Results) -> Section:
         per = sub.groupby(["benchmark", "detector"])["value"].mean().unstack("benchmark")
         per = per.dropna()
         keep = list(per.mean(axis=1).sort_values(ascending=False).index[:CD_MAX])
-        if len(keep) < 2:
-            notes.append(f"{fam}: fewer than two detectors run on {', '.join(present)}.")
+        if len(keep) < 3:  # Friedman's test needs three
+            notes.append(
+                f"{fam}: fewer than three detectors run on every benchmark of the family "
+                f"({', '.join(present)}): no diagram."
+            )
             continue
-        table = rank_table(sub[sub["detector"].isin(keep)], "auroc")
+        try:
+            table = rank_table(sub[sub["detector"].isin(keep)], "auroc")
+        except ValueError:  # no block has every one of them
+            table = pd.DataFrame()
         if len(table) < 2:
             notes.append(f"{fam}: fewer than two complete (benchmark, OOD set) blocks.")
             continue
