@@ -59,8 +59,21 @@ def fmt_mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 1)
     return s if np.isnan(std) else f"{s} ± {std * scale:.{digits}f}"
 
 
-def performance_table(df: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
-    """Detector × OOD set table of ``metric`` in percent, mean ± std over seeds, best in bold."""
+TIE_NOTE = (
+    "mean columns: bold = best, underlined = not significantly worse than it (paired DeLong "
+    "test on the stored per-sample scores, seeds pooled, Holm-corrected, 5 %)"
+)
+
+
+def performance_table(
+    df: pd.DataFrame, metric: str = "auroc", ties: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Detector × OOD set table of ``metric`` in percent, mean ± std over seeds, best in bold.
+
+    ``ties`` (AUROC only; :func:`ood_bench.site.significance.significance`: ``best`` and
+    ``tied`` per benchmark, backbone, detector and group) replaces the bold-the-largest rule in
+    the ``mean <group>`` columns of the benchmarks it covers: bold = the best, ``<u>…</u>``
+    (underlined in LaTeX) = not significantly worse than it."""
     agg = aggregate(df, metric)
     if agg.empty:
         return pd.DataFrame()
@@ -80,6 +93,14 @@ def performance_table(df: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     cells = agg.pivot(index="row", columns="ood_dataset", values=["mean", "std"])
     table = pd.DataFrame(index=cells.index)
     bench_of = agg.drop_duplicates("row").set_index("row")["benchmark"].reindex(cells.index)
+    keys = agg.drop_duplicates("row").set_index("row")[["benchmark", "backbone", "detector"]]
+    keys = keys.reindex(cells.index)
+    use_ties = ties is not None and len(ties) and metric == "auroc"
+    covered = (
+        set(zip(ties.index.get_level_values(0), ties.index.get_level_values(1), strict=True))
+        if use_ties
+        else set()
+    )
     for c in cols_order:
         means, stds = cells[("mean", c)], cells[("std", c)]
         # best within each benchmark: rows of different benchmarks do not compete
@@ -89,6 +110,19 @@ def performance_table(df: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
             (f"**{fmt_mean_std(m, s)}**" if np.isclose(m, b) else fmt_mean_std(m, s))
             for m, s, b in zip(means, stds, best, strict=True)
         ]
+        if use_ties and c.startswith("mean "):
+            group = c.removeprefix("mean ")
+            for row, k in keys.iterrows():
+                key = (k["benchmark"], k["backbone"], k["detector"], group)
+                if (k["benchmark"], k["backbone"]) not in covered:
+                    continue
+                plain = fmt_mean_std(means[row], stds[row])
+                if key in ties.index and ties.at[key, "best"]:
+                    table.at[row, c] = f"**{plain}**"
+                elif key in ties.index and ties.at[key, "tied"]:
+                    table.at[row, c] = f"<u>{plain}</u>"
+                else:
+                    table.at[row, c] = plain
     seeds = agg.groupby("row")["n_seeds"].max()
     table.insert(0, "seeds", seeds.astype(int))
     table.index.name = "benchmark / backbone / detector"
@@ -305,6 +339,7 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     def cell(v: object) -> str:
         """One cell as LaTeX: escaped, ``**x**`` bold, ± and – in LaTeX form."""
         t = latex_escape(str(v)).replace("±", r"$\pm$").replace("–", "--")
+        t = re.sub(r"<u>(.+?)</u>", r"\\underline{\1}", t)
         return re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", t)
 
     t = table.copy()
@@ -316,17 +351,22 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     return t.style.to_latex(hrules=True, caption=caption, label=label, position_float="centering")
 
 
-def report_tables(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
-    """Every table the report knows: (file stem, caption, table), empty ones left out."""
+def report_tables(
+    df: pd.DataFrame, ties: pd.DataFrame | None = None
+) -> list[tuple[str, str, pd.DataFrame]]:
+    """Every table the report knows: (file stem, caption, table), empty ones left out;
+    ``ties``: the AUROC table's marks (:func:`performance_table`)."""
     seeds = ok_rows(df)["seed"].nunique()
     out = [("id_accuracy", "Backbone ID test accuracy (%)", id_accuracy_table(df))]
     for metric, (label, higher) in TABLE_METRICS.items():
         arrow = "higher" if higher else "lower"
+        marked = ties is not None and len(ties) and metric == "auroc"
         out.append(
             (
                 f"performance_{metric}",
-                f"{label} (%, mean ± std over {seeds} seeds; {arrow} is better, best in bold)",
-                performance_table(df, metric),
+                f"{label} (%, mean ± std over {seeds} seeds; {arrow} is better, best in bold"
+                + (f"; {TIE_NOTE})" if marked else ")"),
+                performance_table(df, metric, ties),
             )
         )
     out.append(
@@ -346,17 +386,20 @@ def report_tables(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     return [(n, c, t) for n, c, t in out if not t.empty]
 
 
-def markdown_report(df: pd.DataFrame) -> str:
-    """Every table this report knows, as one Markdown document."""
+def markdown_report(df: pd.DataFrame, ties: pd.DataFrame | None = None) -> str:
+    """Every table this report knows, as one Markdown document (``ties``: the AUROC table's
+    marks, :func:`performance_table`)."""
     parts = ["# ood-bench results", ""]
     parts += ["## Backbones", "", id_accuracy_table(df).to_markdown(), ""]
     for metric, (label, higher) in TABLE_METRICS.items():
-        table = performance_table(df, metric)
+        table = performance_table(df, metric, ties)
         if table.empty:
             continue
         arrow = "higher" if higher else "lower"
+        marked = ties is not None and len(ties) and metric == "auroc"
         parts += [
-            f"## {label} (%, mean ± std over seeds; {arrow} is better, best in bold)",
+            f"## {label} (%, mean ± std over seeds; {arrow} is better, best in bold"
+            + (f"; {TIE_NOTE})" if marked else ")"),
             "",
             table.to_markdown(),
             "",

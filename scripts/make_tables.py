@@ -6,7 +6,10 @@
 Writes OUT/results.md (every table: ID accuracy; AUROC and both FPR95 readings per detector ×
 OOD set with near/far/all means, mean ± std over seeds, best in bold; statistical validity;
 runtime; robustness; ranking stability) and prints it, plus one booktabs LaTeX file per table
-(OUT/<table>.tex, names escaped, best in bold).
+(OUT/<table>.tex, names escaped, best in bold). When the CSVs sit in a results folder that
+holds per-sample scores (RESULTS/scores/), the AUROC table's mean columns carry the tie marks
+of the site's leaderboards: bold = best, underlined = not significantly worse (paired DeLong
+test, Holm-corrected; docs/site.md).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+
+import pandas as pd
 
 from ood_bench.atomic import atomic_write_text
 from ood_bench.environment import require_clean_tree
@@ -26,6 +31,22 @@ from ood_bench.results import (
 )
 
 log = logging.getLogger("make_tables")
+
+
+def ties_of(paths: list[Path]) -> pd.DataFrame | None:
+    """The AUROC tie marks of the results folder the inputs live in (``<root>/raw/*.csv``),
+    when it holds per-sample scores (``<root>/scores/``); None otherwise (tables unmarked)."""
+    roots = {(p if p.is_dir() else p.parent).resolve().parent for p in paths}
+    if len(roots) != 1:
+        return None
+    root = roots.pop()
+    if not (root / "scores").is_dir():
+        return None
+    from ood_bench.site.data import ties
+
+    marks = ties(root)
+    log.info("tie marks from the stored scores under %s: %d rows", root / "scores", len(marks))
+    return marks if len(marks) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             "count). Fix: rerun with a shared cache_dir or backbone=checkpoint, collect one "
             "of them, or pass --newest-backbone to keep each seed's newest checkpoint."
         )
-    text = markdown_report(df)
+    marks = ties_of(args.results)
+    text = markdown_report(df, marks)
     path = atomic_write_text(args.out / "results.md", text + "\n")
-    for stem, caption, table in report_tables(df):
+    for stem, caption, table in report_tables(df, marks):
         atomic_write_text(args.out / f"{stem}.tex", to_latex(table, caption, f"tab:{stem}"))
     if not args.quiet:
         print(text)

@@ -19,7 +19,8 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.browser
 SITE = ROOT / "results" / "site"
 PAGES = sorted(p.name for p in SITE.glob("*.html"))
-LEADERBOARD = "leaderboard-digits-digits_cnn"
+LEADERBOARD = "leaderboard-digits-digits_cnn-far"
+NEAR = "leaderboard-cifar10_split-cifar_cnn-near"  # a board sorted by near OOD
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_leaderboard_sorts_when_a_header_is_clicked(driver: Any):
     assert down == sorted(up, reverse=True)
     name, _ = _header(driver, LEADERBOARD, "detector")
     name.click()
-    names = _column(driver, LEADERBOARD, 0)
+    names = _column(driver, LEADERBOARD, 1)
     assert names == sorted(names)
     assert driver.get_log("browser") == []
 
@@ -222,3 +223,57 @@ def test_hostile_text_runs_nothing_in_the_browser(driver: Any, hostile: tuple[Pa
         "return Array.from(document.querySelectorAll('td')).map(td => td.textContent)"
     )
     assert set(HOSTILE_TEXT) <= set(cells)
+
+
+def _caption(driver: Any, table: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f"#{table} caption .sorted-by").text
+
+
+def test_the_near_board_starts_sorted_by_near_and_its_caption_follows_a_sort(driver: Any):
+    """Near OOD has its own board, ranked by near AUROC; a click on another header re-sorts
+    it and the caption says by what (issue 33: a caption that did not follow the sort)."""
+    _open(driver, "index.html")
+    th, heads = _header(driver, NEAR, "AUROC near (%)")
+    col = heads.index(th)
+    values = [float(v) for v in _column(driver, NEAR, col) if v]
+    assert values == sorted(values, reverse=True) and len(values) > 2
+    assert _caption(driver, NEAR) == "(sorted by AUROC near (%), descending)"
+    ranks = _column(driver, NEAR, 0)
+    assert ranks[0] == "1"
+    tpr, heads = _header(driver, NEAR, "TPR at guaranteed FPR ≤ 5 % (%)")
+    tpr.click()
+    assert _caption(driver, NEAR) == "(sorted by TPR at guaranteed FPR ≤ 5 % (%), ascending)"
+    th.click()
+    th.click()
+    assert _caption(driver, NEAR) == "(sorted by AUROC near (%), descending)"
+    assert [float(v) for v in _column(driver, NEAR, col) if v] == values
+    assert driver.get_log("browser") == []
+
+
+def test_the_seeds_filter_separates_runs_of_fewer_seeds(driver: Any):
+    """Every board offers a seeds filter; rows of fewer seeds than the board's full count are
+    unranked (rank –) and listed after the ranked ones."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    _open(driver, "index.html")
+    for table in driver.find_elements(By.CSS_SELECTOR, "table[id^='leaderboard-']"):
+        rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+        seeds = [r.get_attribute("data-seeds") for r in rows]
+        ranks = [r.find_elements(By.TAG_NAME, "td")[0].get_attribute("textContent") for r in rows]
+        unranked = [i for i, k in enumerate(ranks) if k == "–"]
+        assert unranked == list(range(len(rows) - len(unranked), len(rows))), table.get_attribute(
+            "id"
+        )
+        if len(set(seeds)) < 2:
+            continue
+        block = table.find_element(By.XPATH, "./ancestor::div[@class='table-block']")
+        menu = Select(block.find_element(By.CSS_SELECTOR, ".filters select[data-key='seeds']"))
+        few = min(set(seeds), key=lambda s: int(s.split()[0]))
+        menu.select_by_value(few)
+        shown = [r for r in rows if r.is_displayed()]
+        assert shown and all(r.get_attribute("data-seeds") == few for r in shown)
+        assert all(r.find_elements(By.TAG_NAME, "td")[0].text == "–" for r in shown)
+        menu.select_by_value("")

@@ -14,11 +14,14 @@ from ood_bench import report
 from ood_bench.errors import ConfigError, DataError
 from ood_bench.names import check_name
 from ood_bench.results import NOVELTY_METRICS, backbone_conflicts, one_result_per_job, read_results
+from ood_bench.site.significance import significance
 
 KEYS = ["benchmark", "backbone", "detector"]
 PERF = ("auroc", "fpr95_id", "fpr95_ood")
 GROUPS = ("near", "far", "all")
 ALPHA = 0.05  # the level the leaderboard reports the realised FPR at
+TPR = f"tpr_at_{ALPHA:g}"  # OOD rejected by the conformal p-values at level ALPHA (FPR <= ALPHA)
+BOARD = (*PERF, TPR)  # the per-group metrics of the leaderboards
 PREFIXES = ("pood_", "openood_", "stat_")  # the libraries' option prefixes
 # the columns of a tidy CSV that hold names (ood_bench.names): they become file names (a page
 # per benchmark, img/<benchmark>_*.svg), links, filter attributes and table cells; the second
@@ -173,11 +176,18 @@ def benchmarks(df: pd.DataFrame) -> pd.DataFrame:
 
 def group_stats(df: pd.DataFrame) -> pd.DataFrame:
     """Per (benchmark, backbone, detector): ``<metric>_<group>`` mean, ``…_std`` and
-    ``…_n`` (seeds) for the metrics of :data:`PERF` and the groups near, far and all, straight
-    from :func:`ood_bench.report.aggregate`. A benchmark with one OOD group has ``all`` = it."""
+    ``…_n`` (seeds) for the metrics of :data:`BOARD` and the groups near, far and all, straight
+    from :func:`ood_bench.report.aggregate` (NaN where a metric has no row). A benchmark with
+    one OOD group has ``all`` = it."""
     out = []
-    for metric in PERF:
+    for metric in BOARD:
         a = report.aggregate(df, metric)
+        if a.empty:
+            empty = pd.MultiIndex.from_tuples([], names=KEYS)
+            for g in GROUPS:
+                for suffix in ("", "_std", "_n"):
+                    out.append(pd.Series(dtype=float, index=empty, name=f"{metric}_{g}{suffix}"))
+            continue
         a = a[a["ood_group"] == "mean"].assign(group=lambda x: x["ood_dataset"].str[5:])
         w = a.set_index(KEYS + ["group"])[["mean", "std", "n_seeds"]].unstack("group")
         for stat, suffix in (("mean", ""), ("std", "_std"), ("n_seeds", "_n")):
@@ -225,7 +235,19 @@ def leaderboard(res: Results) -> pd.DataFrame:
     out["alpha_fpr"], out["alpha_fpr_std"] = fpr["mean"], fpr["std"]
     used = d[d["corruption"] == "none"]
     out["sources"] = used.groupby(KEYS)["source"].agg(lambda s: tuple(sorted(set(s))))
-    return out.sort_values("auroc_all", ascending=False, kind="stable")
+    out = out.sort_values("auroc_all", ascending=False, kind="stable")
+    # like with like: the rank is among the detectors run on the benchmark's full seed count
+    full = out.groupby(level=["benchmark", "backbone"])["seeds"].transform("max")
+    out["full_seeds"] = full
+    out["ranked"] = out["seeds"] == full
+    sig = significance(res.root, df, out)
+    for g in GROUPS:
+        cols = ["low", "high", "p_holm", "best", "tied", "scored_seeds"]
+        part = sig.xs(g, level="group")[cols] if g in sig.index.get_level_values("group") else None
+        for c in cols:
+            name = f"{c}_{g}"
+            out[name] = part[c].reindex(out.index) if part is not None else np.nan
+    return out
 
 
 def with_library(frame: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
@@ -332,3 +354,105 @@ def crosscheck(root: Path) -> pd.DataFrame:
     return g.agg(
         pood=("auroc_pood", "mean"), openood=("auroc_openood", "mean"), diff=("abs_diff", "max")
     ).reset_index()
+
+
+def conformal_band(
+    n_test: list[int], n_calib: list[int | None], alpha: float, level: float = 0.95
+) -> tuple[float, float, str]:
+    """The central ``level`` range of the ID test fraction rejected at ``alpha``, pooled over
+    seeds, for a valid marginal conformal p-value: per seed the count is beta-binomial
+    (n_test, ⌊α(n_calib + 1)⌋, n_calib + 1 − ⌊α(n_calib + 1)⌋) — the calibration draw varies —
+    and the seeds are independent, so the pooled count's law is the convolution. Without the
+    calibration size (no ``p_min`` row) the count is binomial(n_test, α): the calibration
+    taken as fixed, a narrower band. Returns (low, high, method)."""
+    from scipy import stats as sps
+    from scipy.signal import fftconvolve
+
+    known = all(c is not None and c > 0 for c in n_calib)
+    pmf = np.ones(1)
+    for n, c in zip(n_test, n_calib, strict=True):
+        x = np.arange(n + 1)
+        if known:
+            a = int(np.floor(alpha * (c + 1)))
+            one = sps.betabinom.pmf(x, n, max(a, 1e-9), c + 1 - a) if a > 0 else (x == 0) * 1.0
+        else:
+            one = sps.binom.pmf(x, n, alpha)
+        pmf = np.clip(fftconvolve(pmf, one), 0, None)
+    cdf = np.cumsum(pmf) / pmf.sum()
+    tail = (1 - level) / 2
+    lo, hi = int(np.searchsorted(cdf, tail)), int(np.searchsorted(cdf, 1 - tail))
+    total = sum(n_test)
+    return lo / total, hi / total, "beta-binomial" if known else "binomial"
+
+
+def validity_checks(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, backbone, detector, calib_source, source, α): the ID test rejections
+    pooled over the seeds of that one source file (a leaked-calibration file is never pooled
+    with held-out runs), the realised fraction, the 95 % band of :func:`conformal_band` and
+    the verdict: ``inside``, ``above`` (more false alarms than a valid p-value gives: a
+    violation) or ``below`` (conservative)."""
+    d = report.ok_rows(df)
+    d = d[d["ood_dataset"] == ""]
+    fpr = d[d["metric"].str.startswith("fpr_at_")]
+    fpr = fpr.assign(alpha=fpr["metric"].str.removeprefix("fpr_at_").astype(float))
+    keys = [*KEYS, "calib_source", "source", "seed"]
+    pmin = d[d["metric"] == "p_min"].groupby(keys)["value"].first()
+    # class-conditional calibration: the rows do not hold the per-class sizes
+    classcond = d[(d["metric"] == "calib_class_conditional") & (d["value"] > 0)]
+    pmin = pmin.drop(classcond.set_index(keys).index, errors="ignore")
+    rows = []
+    for k, g in fpr.groupby([*KEYS, "calib_source", "source", "alpha"]):
+        g = g.drop_duplicates("seed")
+        n = [int(v) for v in g["n_id"]]
+        cal = []
+        for seed in g["seed"]:
+            p = pmin.get((*k[:5], seed), np.nan)
+            cal.append(int(round(1 / p - 1)) if pd.notna(p) and p > 0 else None)
+        kk = float((g["value"] * g["n_id"]).round().sum())
+        lo, hi, method = conformal_band(n, cal, k[5])
+        f = kk / sum(n)
+        verdict = "above" if f > hi else "below" if f < lo else "inside"
+        rows.append(
+            dict(zip([*KEYS, "calib_source", "source", "alpha"], k, strict=True))
+            | {
+                "seeds": len(g),
+                "n_id": int(np.median(n)),
+                "fpr": f,
+                "band_lo": lo,
+                "band_hi": hi,
+                "method": method,
+                "verdict": verdict,
+                "mean": g["value"].mean(),
+                "std": g["value"].std(),
+            }
+        )
+    cols = [
+        *KEYS,
+        "calib_source",
+        "source",
+        "alpha",
+        "seeds",
+        "n_id",
+        "fpr",
+        "band_lo",
+        "band_hi",
+        "method",
+        "verdict",
+        "mean",
+        "std",
+    ]
+    return with_library(pd.DataFrame(rows, columns=cols), df)
+
+
+def ties(root: str | Path) -> pd.DataFrame:
+    """The tie marks of the leaderboards of the results folder ``root`` as one frame: ``best``
+    and ``tied`` per (benchmark, backbone, detector, group), only where stored scores gave
+    them (empty without scores), for :func:`ood_bench.report.performance_table`."""
+    lb = leaderboard(load(root))
+    parts = []
+    for g in GROUPS:
+        part = lb[lb[f"scored_seeds_{g}"].notna()][[f"best_{g}", f"tied_{g}"]]
+        part.columns = ["best", "tied"]
+        parts.append(part.assign(group=g).set_index("group", append=True))
+    out = pd.concat(parts)
+    return out.astype(bool) if len(out) else out

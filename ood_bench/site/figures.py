@@ -122,3 +122,107 @@ def copied(root: Path, rel: str, caption: str) -> Figure:
     return Figure(
         f"img/{rel.replace('/', '_')}", (root / rel).read_bytes(), caption, (Source(rel),)
     )
+
+
+MAX_CURVES = 6  # detectors drawn in a benchmark's ROC and histogram figures
+PALETTE = plt.get_cmap("tab10").colors
+
+
+def score_figures(
+    bench: str, detectors: list[str], scores: dict, seed: int, sources: tuple
+) -> list[Figure]:
+    """ROC curves (one panel per OOD group, the group's sets pooled) and ID vs OOD score
+    histograms (one panel per detector) of ``detectors`` on one seed, from their stored scores
+    (``scores``: detector → :class:`ood_bench.scores.JobScores`); a detector keeps its colour in
+    every panel."""
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    dets = [d for d in detectors if d in scores][:MAX_CURVES]
+    if not dets:
+        return []
+    colour = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(dets)}
+    groups = sorted({s.group for d in dets for s in scores[d].ood_sets.values()}, reverse=True)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 3.8), squeeze=False)
+    for ax, g in zip(axes[0], groups, strict=True):
+        for d in dets:
+            js = scores[d]
+            ood = [s.score for s in js.ood_sets.values() if s.group == g]
+            if not ood:
+                continue
+            ood_all = np.concatenate(ood)
+            y = np.r_[np.zeros(len(js.id_set.score)), np.ones(len(ood_all))]
+            fpr, tpr, _ = roc_curve(y, np.r_[js.id_set.score, ood_all])
+            ax.plot(fpr, tpr, lw=1.3, color=colour[d], label=d)
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_xlabel("FPR (ID rejected)")
+        ax.set_ylabel("TPR (OOD rejected)")
+        ax.set_title(f"{bench}: {g} OOD sets pooled, seed {seed}", fontsize=10)
+        ax.legend(fontsize=8, loc="lower right")
+    figs = [
+        Figure(
+            f"img/{bench}_roc.svg",
+            svg(fig),
+            f"{bench}: ROC curves (OOD positive) of the {len(dets)} best detectors on the "
+            f"board of all OOD sets, seed {seed}, from the stored scores",
+            sources,
+        )
+    ]
+    cols = min(3, len(dets))
+    rows = -(-len(dets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows), squeeze=False)
+    for ax in axes.flat[len(dets) :]:
+        ax.set_visible(False)
+    for ax, d in zip(axes.flat, dets, strict=False):
+        js = scores[d]
+        sid = js.id_set.score
+        sood = np.concatenate([s.score for s in js.ood_sets.values()])
+        both = np.r_[sid, sood]
+        # the central 99 % of the pooled scores: a few outliers must not squash every bar
+        lo, hi = np.quantile(both, [0.005, 0.995])
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = np.linspace(lo, hi, 41)
+        ax.hist(
+            np.clip(sid, lo, hi), bins, density=True, alpha=0.55, color="#3b75af", label="ID test"
+        )
+        ax.hist(
+            np.clip(sood, lo, hi),
+            bins,
+            density=True,
+            alpha=0.55,
+            color="#e1812c",
+            label="OOD (all sets)",
+        )
+        out = int(((both < lo) | (both > hi)).sum())
+        ax.set_title(d, fontsize=10, color=colour[d])
+        ax.set_xlabel("score (higher = more OOD)" + (f"; {out} clipped" if out else ""), fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    figs.append(
+        Figure(
+            f"img/{bench}_score_hist.svg",
+            svg(fig),
+            f"{bench}: ID vs OOD score histograms, seed {seed}, central 99 % of the scores "
+            "(the rest clipped into the end bins)",
+            sources,
+        )
+    )
+    return figs
+
+
+def cd_figure(
+    family: str, ranks, cd: float, n_blocks: int, p_value: float, sources: tuple
+) -> Figure:
+    """A critical-difference diagram (:func:`ood_bench.stats.cd_diagram`) as a site SVG."""
+    from ood_bench.stats import cd_diagram
+
+    title = f"{family}: AUROC, {n_blocks} blocks, Friedman p = {p_value:.2g}, CD = {cd:.2f}"
+    fig = cd_diagram(ranks, cd, title=title)
+    name = re.sub(r"[^a-z0-9]+", "_", family.lower()).strip("_")
+    caption = (
+        f"{family}: average rank by AUROC over the (benchmark, OOD set) blocks (1 = best); "
+        "detectors joined by a bar are not significantly different (Nemenyi, 5 %)"
+    )
+    return Figure(f"img/cd_{name}.svg", svg(fig), caption, sources)

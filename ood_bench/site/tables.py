@@ -38,6 +38,7 @@ class Cell:
     text: str
     sort: str = ""
     href: str = ""
+    cls: str = ""  # a mark shown by the style sheet: best, tied, below-chance
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Table:
     sources: list[Source] = field(default_factory=list)
     filters: tuple[str, ...] = ()
     note: str = ""
+    sorted_by: str = ""  # the column the rows start sorted by (site.js follows a click)
 
     @property
     def filter_labels(self) -> dict[str, str]:
@@ -136,26 +138,51 @@ def attrs(library: str, detector: str, group: str = "") -> dict[str, str]:
     return out | ({"group": group} if group else {})
 
 
-def leaderboard_columns(groups: list[str]) -> list[Column]:
-    """The leaderboard's columns; AUROC for each OOD group of the benchmark (``all`` only when
-    it has more than one)."""
-    auroc = [
-        Column(
-            f"AUROC {g} (%)",
-            f"mean over the {'' if g == 'all' else g + ' '}OOD sets per seed, then mean ± std "
-            "over seeds",
-            True,
-        )
-        for g in groups
-    ]
+GROUP_TEXT = {"near": "near OOD sets", "far": "far OOD sets", "all": "OOD sets (near and far)"}
+
+
+def leaderboard_columns(group: str) -> list[Column]:
+    """The columns of one OOD group's leaderboard."""
+    sets = GROUP_TEXT[group]
     return [
-        Column("detector"),
+        Column(
+            "rank",
+            "rank by mean AUROC among the detectors run on every seed; –: fewer "
+            "seeds, ranked apart",
+            True,
+        ),
+        Column(
+            "detector",
+            "bold: the best; underlined: not significantly worse than the best "
+            "(Holm-corrected paired DeLong test, 5 %)",
+        ),
+        Column(
+            "vs best",
+            "Holm-adjusted p-value of DeLong's paired test against the best on "
+            f"the mean AUROC over the {sets} (docs/site.md)",
+            True,
+        ),
         Column("library"),
         Column("family", "how the detector scores (ood_bench.site.data.FAMILIES)"),
         Column("seeds", "number of seeds the means are taken over", True),
-        *auroc,
-        Column("fpr95_id (%)", METRICS["fpr95_id"] + "; all OOD sets; lower is better", True),
-        Column("fpr95_ood (%)", METRICS["fpr95_ood"] + "; all OOD sets; lower is better", True),
+        Column(
+            f"AUROC {group} (%)", f"mean over the {sets} per seed, then mean ± std over seeds", True
+        ),
+        Column(
+            "AUROC 95 % CI (%)",
+            "DeLong interval (logit) of the mean AUROC, from the "
+            "stored scores; the backbones and splits held fixed",
+            True,
+        ),
+        Column(
+            "TPR at guaranteed FPR ≤ 5 % (%)",
+            "OOD rejected at p ≤ 0.05 by the conformal "
+            f"p-values (tpr_at_0.05), mean over the {sets}; the ID false-alarm rate is at "
+            "most 5 % by the conformal guarantee",
+            True,
+        ),
+        Column("fpr95_id (%)", METRICS["fpr95_id"] + f"; {sets}; lower is better", True),
+        Column("fpr95_ood (%)", METRICS["fpr95_ood"] + f"; {sets}; lower is better", True),
         Column(
             "score ÷ forward, sweep",
             "score time per sample over the backbone's forward time per sample, median over "
@@ -169,10 +196,10 @@ def leaderboard_columns(groups: list[str]) -> list[Column]:
             True,
         ),
         Column(
-            f"p-values: realised FPR at α = {ALPHA:g} (%)",
-            "no: the detector gives scores only; otherwise it gives calibrated (conformal) "
-            "p-values: the fraction of ID test rejected at the level, mean ± std over seeds "
-            "(the validity page has every level and the check)",
+            f"realised FPR at α = {ALPHA:g} (%)",
+            "no: the detector gives no p-values; otherwise the fraction of ID test rejected "
+            "at the level, mean ± std over seeds (the validity page has every level and the "
+            "check)",
             True,
         ),
         Column("source", "the CSV files the row is computed from", wrap=True),
@@ -180,38 +207,87 @@ def leaderboard_columns(groups: list[str]) -> list[Column]:
 
 
 def leaderboard_groups(lb: pd.DataFrame) -> list[str]:
-    """The OOD groups a benchmark's leaderboard shows: those with results, and ``all``
+    """The OOD groups a benchmark has leaderboards for: those with results, and ``all``
     when there are several."""
     groups = [g for g in ("near", "far") if lb[f"auroc_{g}"].notna().any()]
     return groups + ["all"] if len(groups) != 1 else groups
 
 
-def leaderboard_table(lb: pd.DataFrame, bench: str, backbone: str, href: str) -> Table:
-    """One benchmark's leaderboard (rows of :func:`ood_bench.site.data.leaderboard`)."""
-    groups = leaderboard_groups(lb)
+def auroc_cell(mean: float, std: float) -> Cell:
+    """AUROC ``mean ± std``, flagged below chance (< 50 %: the score ranks ID above OOD)."""
+    c = pct(mean, std)
+    if pd.notna(mean) and mean < 0.5:
+        return Cell(c.text + " ▼ below chance", c.sort, cls="below-chance")
+    return c
+
+
+def versus_best(r: pd.Series, group: str) -> Cell:
+    """The comparison with the best: ``best``, ``tied p = …``, ``worse p = …`` or ``–``."""
+    p = r.get(f"p_holm_{group}", np.nan)
+    if r.get(f"best_{group}") is True:
+        return Cell("best", "2", cls="best")
+    if pd.isna(p):
+        return Cell("–")
+    shown = "< 0.001" if p < 0.001 else f"= {p:.3f}"
+    if r.get(f"tied_{group}") is True:
+        return Cell(f"tied, p {shown}", num(p), cls="tied")
+    return Cell(f"worse, p {shown}", num(p))
+
+
+def interval(low: float, high: float) -> Cell:
+    """A ``low–high`` interval in percent (``–`` when missing)."""
+    if pd.isna(low):
+        return Cell("–")
+    return Cell(f"{low * 100:.1f}–{high * 100:.1f}", num(low))
+
+
+def leaderboard_table(lb: pd.DataFrame, bench: str, backbone: str, group: str, href: str) -> Table:
+    """One benchmark's leaderboard on one OOD group (rows of
+    :func:`ood_bench.site.data.leaderboard`): ranked by the group's mean AUROC among the
+    detectors run on every seed, the others after them, unranked."""
+    col = f"auroc_{group}"
+    lb = lb[lb[col].notna()]
+    lb = lb.assign(_r=~lb["ranked"]).sort_values(
+        ["_r", col], ascending=[True, False], kind="stable"
+    )
+    full = int(lb["full_seeds"].max())
     t = Table(
-        f"leaderboard-{bench}-{backbone}",
-        f"{bench} · {backbone}: leaderboard, best mean AUROC over all OOD sets first",
-        leaderboard_columns(groups),
-        filters=("library", "family"),
+        f"leaderboard-{bench}-{backbone}-{group}",
+        f"{bench} · {backbone}: {group} OOD leaderboard, by mean AUROC over the "
+        f"{GROUP_TEXT[group]}; {full}-seed runs ranked, fewer-seed runs after them",
+        leaderboard_columns(group),
+        filters=("library", "family", "seeds"),
+        sorted_by=f"AUROC {group} (%), descending",
     )
     used: set[str] = set()
+    rank = 0
     for (_, _, det), r in lb.iterrows():
         used.update(r["sources"])
+        rank += bool(r["ranked"])
+        mark = (
+            "best"
+            if r.get(f"best_{group}") is True
+            else ("tied" if r.get(f"tied_{group}") is True else "")
+        )
         cells = [
-            text(det),
+            count(rank) if r["ranked"] else Cell("–"),
+            Cell(det, cls=mark),
+            versus_best(r, group),
             text(r["library"]),
             text(r["family"]),
             count(r["seeds"]),
-            *(pct(r[f"auroc_{g}"], r[f"auroc_{g}_std"]) for g in groups),
-            pct(r["fpr95_id_all"], r["fpr95_id_all_std"]),
-            pct(r["fpr95_ood_all"], r["fpr95_ood_all_std"]),
+            auroc_cell(r[col], r[f"{col}_std"]),
+            interval(r.get(f"low_{group}", np.nan), r.get(f"high_{group}", np.nan)),
+            pct(r[f"tpr_at_{ALPHA:g}_{group}"], r[f"tpr_at_{ALPHA:g}_{group}_std"]),
+            pct(r[f"fpr95_id_{group}"], r[f"fpr95_id_{group}_std"]),
+            pct(r[f"fpr95_ood_{group}"], r[f"fpr95_ood_{group}_std"]),
             ratio(r["cost"]),
             ratio(r["cost_bench"]),
             pct(r["alpha_fpr"], r["alpha_fpr_std"]) if r["pvalues"] else text("no"),
             source_cell(r["sources"], href),
         ]
-        t.rows.append((cells, attrs(r["library"], det)))
+        seeds = f"{int(r['seeds'])} seed{'s' if r['seeds'] != 1 else ''}"
+        t.rows.append((cells, attrs(r["library"], det) | {"seeds": seeds}))
     t.sources = sources_of(used)
     return t
 
@@ -382,51 +458,85 @@ def stability_table(st: pd.DataFrame, sources: list[str]) -> Table:
     return t
 
 
-def validity_table(levels: pd.DataFrame, checks: pd.DataFrame, sources: list[str]) -> Table:
-    """Realised FPR at each level α per p-value detector and calibration source, with the
-    verdict of the exact test at :data:`ALPHA` (``checks``: benchmark, backbone, detector,
-    calib_source → check text)."""
-    alphas = sorted(levels["alpha"].unique())
+def level_cell(r: pd.Series) -> Cell:
+    """Realised FPR at one α, mean ± std over seeds, marked when the pooled rate is outside
+    the range of a valid conformal p-value."""
+    c = pct(r["mean"], r["std"])
+    if r["verdict"] == "above":
+        return Cell(c.text + " ▲", c.sort, cls="outside")
+    if r["verdict"] == "below":
+        return Cell(c.text + " ▼", c.sort)
+    return c
+
+
+def validity_table(checks: pd.DataFrame, sources: list[str]) -> Table:
+    """Realised FPR at each level α per detector, calibration source and source file
+    (``checks``: :func:`ood_bench.site.data.validity_checks`), with the verdict."""
+    alphas = sorted(checks["alpha"].unique()) if len(checks) else []
     t = Table(
         "validity",
-        "Validity of the p-values: ID test rejected at level α (mean ± std over seeds; a valid "
-        "conformal p-value gives ≤ α on average)",
+        "Validity of the p-values: ID test rejected at level α (mean ± std over seeds; ▲ above, "
+        "▼ below the 95 % range of a valid conformal p-value, pooled over seeds)",
         [
             Column("benchmark"),
             Column("detector"),
             Column("library"),
             Column("family"),
             Column("calibrated on", "calib_source: where the calibration samples came from"),
+            Column("source", "the file the seeds are pooled within"),
             Column("seeds", "", True),
             Column("ID test size", "n_id per seed (median)", True),
             *(
                 Column(f"FPR at α = {a:g} (%)", METRICS.get(f"fpr_at_{a:g}", ""), True)
                 for a in alphas
             ),
-            Column(f"check at α = {ALPHA:g}", "exact 95 % binomial interval, pooled over seeds"),
+            Column(
+                "range at α = 0.05 (%)",
+                "95 % range of the pooled realised FPR of a valid "
+                "conformal p-value (beta-binomial; binomial without p_min)",
+                True,
+            ),
+            Column("verdict", "inside the range at every level, or the levels outside it"),
         ],
-        filters=("library", "family"),
+        filters=("library", "family", "verdict"),
     )
-    keys = ["benchmark", "backbone", "detector", "calib_source", "library"]
-    for k, g in levels.groupby(keys):
+    keys = [*KEYS_V, "calib_source", "source", "library"]
+    for k, g in checks.groupby(keys):
         by = g.set_index("alpha")
+        above = [f"{a:g}" for a in alphas if a in by.index and by.at[a, "verdict"] == "above"]
+        below = [f"{a:g}" for a in alphas if a in by.index and by.at[a, "verdict"] == "below"]
+        if above:
+            verdict = f"above at α = {', '.join(above)}"
+        elif below:
+            verdict = f"conservative at α = {', '.join(below)}"
+        else:
+            verdict = "inside at every level"
+        ref = by.loc[0.05] if 0.05 in by.index else None
+        band = (
+            Cell(f"{ref['band_lo'] * 100:.2f}–{ref['band_hi'] * 100:.2f}", num(ref["band_lo"]))
+            if ref is not None
+            else Cell("–")
+        )
         cells = [
             text(k[0]),
             text(k[2]),
-            text(k[4]),
+            text(k[5]),
             text(family(k[2])),
             text(k[3]),
+            text(k[4].rsplit("/", 1)[-1]),
             count(by["seeds"].max()),
             count(by["n_id"].median()),
-            *(
-                pct(by.at[a, "mean"], by.at[a, "std"]) if a in by.index else pct(np.nan)
-                for a in alphas
-            ),
-            text(checks.get(k[:4], "–")),
+            *(level_cell(by.loc[a]) if a in by.index else pct(np.nan) for a in alphas),
+            band,
+            Cell(verdict, cls="outside" if above else ""),
         ]
-        t.rows.append((cells, attrs(k[4], k[2])))
+        kind = "above" if above else "conservative" if below else "inside"
+        t.rows.append((cells, attrs(k[5], k[2]) | {"verdict": kind}))
     t.sources = sources_of(sources)
     return t
+
+
+KEYS_V = ["benchmark", "backbone", "detector"]
 
 
 def lead(s: str) -> str:

@@ -31,6 +31,8 @@
       return x.localeCompare(y, "en", { numeric: true }) * sign;
     });
     rows.forEach(function (r) { body.appendChild(r); });
+    var note = table.caption && table.caption.querySelector(".sorted-by");
+    if (note) note.textContent = "(sorted by " + th.textContent.trim() + ", " + dir + ")";
   }
 
   function addSorting(table) {
