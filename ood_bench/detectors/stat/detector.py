@@ -30,6 +30,8 @@ from ood_bench.pvalues import (
 
 log = logging.getLogger(__name__)
 
+FIT_SIZE_FIX = "benchmark.fit_max; benchmark.fractions.fit for the embedded digits benchmarks"
+
 
 class StatDetector(Detector):
     """Configurable statistical detector (see the package docstring); presets in conf/detector/.
@@ -80,6 +82,29 @@ class StatDetector(Detector):
             out.append(statistic_class(o.output_test, output=True).from_options(o))
         return out
 
+    def check_fit_size(self, pred: np.ndarray, num_classes: int) -> None:
+        """A ConfigError when the fit set (predicted classes ``pred``) is smaller than a
+        statistic needs, overall or for a predicted class (:meth:`LayerStatistic.min_fit`)."""
+        n, counts = len(pred), np.bincount(pred, minlength=num_classes)
+        for stat in self._new_statistics():
+            if n < (need := stat.min_fit()):
+                k_fix = f", or detector.k <= {n - 1}" if stat.name == "knn" and n > 1 else ""
+                raise ConfigError(
+                    f"{self.name}: the fit set has {n} sample(s), but the {stat.name} statistic "
+                    f"needs at least {need}: {stat.min_fit_why()}. Fix: a larger fit set "
+                    f"({FIT_SIZE_FIX}){k_fix}."
+                )
+            per = stat.min_fit_per_class()
+            short = [c for c in range(num_classes) if 0 < counts[c] < per]
+            if short:
+                shown = first_items([f"class {c} ({counts[c]})" for c in short])
+                raise ConfigError(
+                    f"{self.name}: {len(short)} predicted class(es) have fewer than {per} fit "
+                    f"samples ({shown}), but the {stat.name} statistic needs at least {per} per "
+                    f"class: {stat.min_fit_per_class_why()}. Fix: a larger fit set "
+                    f"({FIT_SIZE_FIX}), or detector.center=global."
+                )
+
     def fit_reference(self, fit: Features) -> StatDetector:
         """Fit one layer statistic per selected layer on ``fit`` (and, in ``successive`` mode,
         the references of the running statistic); no calibration."""
@@ -87,6 +112,7 @@ class StatDetector(Detector):
         keys = layer_keys(fit, o.reduction, list(o.layers or []), o.include_logits)
         self.num_classes_ = fit.logits.shape[1]
         pred = fit.predictions()
+        self.check_fit_size(pred, self.num_classes_)
         self.keys_ = keys
         self.statistics_ = [self._new_statistics()[0] for _ in keys]
         if o.output_test:  # one more column: the output layer's own statistic

@@ -77,6 +77,11 @@ class StatOptions:
         check_types(StatOptions, values, PREFIX, OWNER, option_types())
         if not 0 < self.alpha < 1:
             raise ConfigError(f"{PREFIX}.alpha={self.alpha!r} must lie in (0, 1)")
+        if self.k < 1:
+            raise ConfigError(
+                f"{PREFIX}.k={self.k!r}: k-NN needs k >= 1 (the k-th nearest fit feature). "
+                f"Fix: give {PREFIX}.k a positive integer (the presets use 10)."
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> StatOptions:
