@@ -22,7 +22,8 @@ vacuous guarantee. ``mondrian_fallback`` says what class-conditional calibration
 ``score`` is the combined statistic (higher = more OOD, continuous, for AUROC); ``pvalues`` the
 calibrated p-values (decide OOD when p ≤ alpha).
 
-The parts: :mod:`.statistics` (one class per per-layer statistic, registered by name),
+The parts: :mod:`.statistics` (one class per per-layer statistic, registered by name in
+:mod:`.registry`),
 :mod:`.options` (the typed, frozen :class:`StatOptions`), :mod:`.layers` (which features are
 tested) and :mod:`.detector` (:class:`StatDetector`: fit, combine, calibrate).
 """
@@ -30,13 +31,8 @@ tested) and :mod:`.detector` (:class:`StatDetector`: fit, combine, calibrate).
 from ood_bench.detectors.stat.detector import StatDetector
 from ood_bench.detectors.stat.layers import layer_keys
 from ood_bench.detectors.stat.options import StatOptions
-from ood_bench.detectors.stat.statistics import (
-    REGISTRY,
-    LayerStatistic,
-    register,
-    registered,
-    statistic_class,
-)
+from ood_bench.detectors.stat.registry import REGISTRY, register, registered, statistic_class
+from ood_bench.detectors.stat.statistics import LayerStatistic
 
 __all__ = [
     "REGISTRY",

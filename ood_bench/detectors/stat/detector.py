@@ -15,7 +15,8 @@ import numpy as np
 from ood_bench.detectors.base import Detector
 from ood_bench.detectors.stat.layers import first_items, layer_array, layer_keys
 from ood_bench.detectors.stat.options import StatOptions
-from ood_bench.detectors.stat.statistics import P_FLOOR, LayerStatistic, statistic_class
+from ood_bench.detectors.stat.registry import statistic_class
+from ood_bench.detectors.stat.statistics import P_FLOOR, LayerStatistic
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
 from ood_bench.metrics import ALPHAS
@@ -88,11 +89,10 @@ class StatDetector(Detector):
         n, counts = len(pred), np.bincount(pred, minlength=num_classes)
         for stat in self._new_statistics():
             if n < (need := stat.min_fit()):
-                k_fix = f", or detector.k <= {n - 1}" if stat.name == "knn" and n > 1 else ""
                 raise ConfigError(
                     f"{self.name}: the fit set has {n} sample(s), but the {stat.name} statistic "
                     f"needs at least {need}: {stat.min_fit_why()}. Fix: a larger fit set "
-                    f"({FIT_SIZE_FIX}){k_fix}."
+                    f"({FIT_SIZE_FIX}){stat.min_fit_fix(n)}."
                 )
             per = stat.min_fit_per_class()
             short = [c for c in range(num_classes) if 0 < counts[c] < per]
@@ -102,7 +102,7 @@ class StatDetector(Detector):
                     f"{self.name}: {len(short)} predicted class(es) have fewer than {per} fit "
                     f"samples ({shown}), but the {stat.name} statistic needs at least {per} per "
                     f"class: {stat.min_fit_per_class_why()}. Fix: a larger fit set "
-                    f"({FIT_SIZE_FIX}), or detector.center=global."
+                    f"({FIT_SIZE_FIX}){stat.min_fit_fix(n)}."
                 )
 
     def fit_reference(self, fit: Features) -> StatDetector:

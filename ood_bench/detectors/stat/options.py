@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ood_bench.config import check_types
-from ood_bench.detectors.stat.statistics import statistic_class
+from ood_bench.detectors.stat.registry import statistic_class
 from ood_bench.errors import ConfigError
 from ood_bench.pvalues import COMBINERS, Tail
 

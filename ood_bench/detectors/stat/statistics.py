@@ -9,23 +9,21 @@ classes) and returns one p-value per sample, small = unlike ID. Two families:
   ``mahalanobis``, ``knn``; and the output tests ``energy``, ``maxlogit`` on the logits).
 
 Each class is registered under its option value (``statistic: <name>`` or, for an output test,
-``output_test: <name>``) with :func:`register`; fitted state follows scikit-learn's convention (a
-trailing underscore, ``None`` until :meth:`LayerStatistic.fit`). Each statistic declares the
-smallest fit set it can work with (:meth:`LayerStatistic.min_fit`, and per predicted class
-where its reference is class-conditional): the detector refuses a smaller one.
+``output_test: <name>``) with :func:`.registry.register`; fitted state follows scikit-learn's
+convention (a trailing underscore, ``None`` until :meth:`LayerStatistic.fit`). Each statistic
+declares the smallest fit set it can work with (:meth:`LayerStatistic.min_fit`, and per
+predicted class where its reference is class-conditional): the detector refuses a smaller one.
 """
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from scipy.special import logsumexp
 
-from ood_bench.errors import ConfigError
+from ood_bench.detectors.stat.registry import register
 from ood_bench.pvalues import EmpiricalReference, combine_pvalues
 
 if TYPE_CHECKING:
@@ -33,42 +31,6 @@ if TYPE_CHECKING:
 
 P_FLOOR = 1e-300  # keeps -log(p) finite
 MIN_CLASS_REF = 20  # fewer fit samples predicted as a class: that class uses the pooled reference
-
-REGISTRY: dict[str, type[LayerStatistic]] = {}
-S = TypeVar("S", bound="type[LayerStatistic]")
-
-
-def register(name: str, *, output: bool = False) -> Callable[[S], S]:
-    """Class decorator: register a statistic under ``name`` (``output``: an output-layer test
-    on the logits, chosen with ``output_test``, not a layer statistic)."""
-
-    def add(cls: S) -> S:
-        if name in REGISTRY:
-            raise ValueError(f"statistic {name!r} is registered twice")
-        cls.name, cls.output = name, output
-        REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def registered(output: bool = False) -> tuple[str, ...]:
-    """Names of the registered layer statistics (or output tests, ``output=True``)."""
-    return tuple(n for n, cls in REGISTRY.items() if cls.output == output)
-
-
-def statistic_class(name: str, output: bool = False) -> type[LayerStatistic]:
-    """The class registered as ``name``; a ConfigError listing the registered ones otherwise."""
-    known = registered(output)
-    if name in known:
-        return REGISTRY[name]
-    option = "output_test" if output else "statistic"
-    close = difflib.get_close_matches(str(name), known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(
-        f"detector.{option}={name!r} is not a registered statistic{hint}: choose one of "
-        f"{list(known)} (ood_bench/detectors/stat/statistics.py registers them)"
-    )
 
 
 def _normalise(z: np.ndarray) -> np.ndarray:
@@ -104,6 +66,10 @@ class LayerStatistic(ABC):
             "with n fit samples its empirical p-values lie on the grid 1/(n+1), ..., n/(n+1), "
             "so fewer give the same p-value to every sample (AUROC 0.5)"
         )
+
+    def min_fit_fix(self, n: int) -> str:
+        """Another fix than a larger fit set for a fit set of ``n`` (``, or ...``; "": none)."""
+        return ""
 
     def min_fit_per_class(self) -> int:
         """Fewest fit samples of a predicted class that has any (0: no per-class reference)."""
@@ -242,6 +208,10 @@ class ClassMeanStatistic(DistanceStatistic):
         """2 with ``center=class`` (see :meth:`min_fit_per_class_why`), else 0."""
         return 2 if self.center == "class" else 0
 
+    def min_fit_fix(self, n: int) -> str:
+        """One mean for all: ``center=global``."""
+        return ", or detector.center=global" if self.center == "class" else ""
+
     def min_fit_per_class_why(self) -> str:
         """A one-sample class mean."""
         return (
@@ -348,6 +318,10 @@ class KnnStatistic(DistanceStatistic):
             f"(itself left out), so k={self.k} needs k + 1 = {self.k + 1} fit samples; the "
             "largest usable k is the fit set's size − 1"
         )
+
+    def min_fit_fix(self, n: int) -> str:
+        """A smaller k: at most ``n`` − 1."""
+        return f", or detector.k <= {n - 1}" if n > 1 else ""
 
     def _fit_model(self, z: np.ndarray, pred: np.ndarray, num_classes: int) -> None:
         """The neighbour index of the normalised fit features."""
