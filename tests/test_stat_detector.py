@@ -245,12 +245,12 @@ def test_p_min_marginal_and_corrected_are_exact():
 )
 def test_fallback_triggers_exactly_when_p_min_exceeds_alpha(n_short, alpha, correction, falls_back):
     det = mondrian([1000, n_short], alpha, "marginal", correction=correction, delta=0.1)
-    short_p_min = det._p_min_of(n_short)
+    short_p_min = det.calibrator_.p_min_of(n_short)
     assert (short_p_min > alpha) == falls_back
     used = ("corrected" if correction else "marginal") if falls_back else "class_conditional"
     assert det.calibration == used
     if falls_back:  # every class marginal: the same p-value function for both classes
-        assert det.class_p_min() == dict.fromkeys([0, 1], det._p_min_of(1000 + n_short))
+        assert det.class_p_min() == dict.fromkeys([0, 1], det.calibrator_.p_min_of(1000 + n_short))
         t = np.linspace(-5, 1e3, 50)
         np.testing.assert_array_equal(
             det.pvalues_of_statistic(t, np.zeros(50, int)),
@@ -304,7 +304,9 @@ def test_fallback_makes_alpha_001_reachable_on_digits(digits_features, digits_be
         det = preset("stat_knn_classcond", alpha=0.01, mondrian_fallback=fallback)
         det.fit(f["fit"], f["calib"])
         tpr[fallback] = {s: float(np.mean(det.pvalues(f[s]) <= 0.01)) for s in far}
-        rows = {r["metric"]: r["value"] for r in pvalue_rows(det, {}, f["test"], f, digits_bench)}
+        p_ood = {s: det.pvalues(f[s]) for s in far}
+        rows = pvalue_rows(det, {}, det.pvalues(f["test"]), p_ood, digits_bench)
+        rows = {r["metric"]: r["value"] for r in rows}
         if fallback == "none":
             assert det.calibration == "class_conditional" and det.p_min() > 0.03
             assert det.unreachable_classes(0.01) == list(range(10))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ood_bench.calibration import ConformalCalibrator
 from ood_bench.detectors.base import Detector
 from ood_bench.detectors.stat.layers import first_items, layer_array, layer_keys
 from ood_bench.detectors.stat.options import StatOptions
@@ -19,14 +20,9 @@ from ood_bench.detectors.stat.registry import statistic_class
 from ood_bench.detectors.stat.statistics import P_FLOOR, LayerStatistic
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
-from ood_bench.metrics import ALPHAS
 from ood_bench.pvalues import (
     EmpiricalReference,
-    calibration_conditional,
     combine_pvalues,
-    conformal_pvalues,
-    min_calib_size,
-    smallest_pvalue,
 )
 
 log = logging.getLogger(__name__)
@@ -46,14 +42,12 @@ class StatDetector(Detector):
         """Validate the options (:meth:`StatOptions.from_mapping`); nothing is fitted yet."""
         super().__init__(name)
         self.options = StatOptions.from_mapping(options)
-        self.fell_back = False  # set by calibrate: class-conditional replaced by marginal
-        # fitted state: fit_reference sets the first four, calibrate_statistic the last two
+        # fitted state: fit_reference sets the first four, calibrate_statistic the calibrator
         self.keys_: list[str] = []
         self.statistics_: list[LayerStatistic] = []
         self.num_classes_: int | None = None
         self.step_refs_: list[EmpiricalReference] = []
-        self.calib_all_: np.ndarray | None = None
-        self.calib_by_class_: dict[int, np.ndarray] = {}
+        self.calibrator_: ConformalCalibrator | None = None
 
     def with_options(self, **changes: Any) -> StatDetector:
         """A new, unfitted detector of the same name with ``changes`` to the options
@@ -150,101 +144,33 @@ class StatDetector(Detector):
 
     def calibrate_statistic(self, t: np.ndarray, pred: np.ndarray) -> StatDetector:
         """:meth:`calibrate` from precomputed statistics (the statistic does not depend on the
-        calibration, so redraws of the calib split need not recompute it). Class-conditional
-        calibration checks that every class can reach ``alpha`` (see ``mondrian_fallback``)."""
-        self.calib_all_ = np.sort(t)
-        self.calib_by_class_ = {}
-        self.fell_back = False
-        if self.options.class_conditional:
-            self._calibrate_by_class(t, pred)
-        if self.calibration != "class_conditional" and self._p_min_of(len(t)) > self.alpha:
-            log.warning(
-                "%s: %d calib samples cannot reach alpha=%g (p_min %.3g; needs >= %d): nothing "
-                "is ever rejected at that level. Fix: more calibration data or a larger alpha.",
-                self.name,
-                len(t),
-                self.alpha,
-                self._p_min_of(len(t)),
-                min_calib_size(self.alpha, self.options.correction, self.options.delta),
-            )
-        self._log_p_min()
-        return self
-
-    def _calibrate_by_class(self, t: np.ndarray, pred: np.ndarray) -> None:
-        """Class-conditional calibration, or the fallback when a class cannot reach alpha."""
+        calibration, so redraws of the calib split need not recompute it): the conformal step
+        every detector shares (:class:`~ood_bench.calibration.ConformalCalibrator`, with the
+        ``class_conditional`` / ``correction`` / ``mondrian_fallback`` options)."""
         if self.num_classes_ is None:
             raise RuntimeError(f"{self.name} is not fitted: call fit_reference first")
-        by_class = {c: np.sort(t[pred == c]) for c in range(self.num_classes_)}
-        short = [c for c, ref in by_class.items() if self._p_min_of(len(ref)) > self.alpha]
-        if short:
-            self._cannot_reach(short, {c: len(ref) for c, ref in by_class.items()})
-        # all classes, not only the short ones: marginal p-values for some classes and
-        # per-class ones for the others need not be valid even marginally (docs page)
-        self.fell_back = bool(short) and self.options.mondrian_fallback == "marginal"
-        if not self.fell_back:
-            self.calib_by_class_ = by_class
+        o = self.options
+        self.calibrator_ = ConformalCalibrator(
+            class_conditional=o.class_conditional,
+            correction=o.correction,
+            delta=o.delta,
+            alpha=o.alpha,
+            mondrian_fallback=o.mondrian_fallback,
+            num_classes=self.num_classes_,
+            name=self.name,
+            fix="detector.class_conditional=false",
+        ).fit(t, pred)
+        return self
 
-    def _p_min_of(self, n: int) -> float:
-        """Smallest p-value n calibration scores give, with this detector's correction."""
-        return smallest_pvalue(n, self.options.correction, self.options.delta)
+    @property
+    def calib_all_(self) -> np.ndarray | None:
+        """The sorted calibration statistics (None before :meth:`calibrate`)."""
+        return None if self.calibrator_ is None else self.calibrator_.calib_all_
 
-    def _cannot_reach(self, short: list[int], counts: dict[int, int]) -> None:
-        """Classes ``short`` cannot reach alpha: raise (``refuse``) or warn what is done."""
-        o, alpha = self.options, self.alpha
-        need = min_calib_size(alpha, o.correction, o.delta)
-        shown = first_items(
-            [
-                f"class {k} ({counts[k]} calib samples, p_min {self._p_min_of(counts[k]):.3g})"
-                for k in short
-            ]
-        )
-        rule = "1/(n+1)" + (f" after the {o.correction} correction" if o.correction else "")
-        cause = (
-            f"{self.name}: class-conditional calibration cannot reach alpha={alpha:g} for {shown}: "
-            f"the smallest p-value of a class with n calib samples is {rule}, so a class needs "
-            f">= {need} calib samples predicted as it"
-        )
-        if o.mondrian_fallback == "refuse":
-            raise ConfigError(
-                f"{cause}, or its samples can never be rejected. Fix: more calibration data "
-                "(benchmark.calib_fraction; benchmark.fractions.calib for the embedded digits "
-                "benchmarks), a larger detector.alpha, detector.class_conditional=false, or "
-                "detector.mondrian_fallback=marginal (see docs/statistical-detector.md)."
-            )
-        if o.mondrian_fallback == "marginal":
-            log.warning(
-                "%s. Falling back to marginal calibration for all %d classes "
-                "(mondrian_fallback=marginal): the per-class guarantee is lost, the marginal one "
-                "holds.",
-                cause,
-                self.num_classes_,
-            )
-        else:
-            log.warning(
-                "%s. Their samples are never rejected at alpha=%g (mondrian_fallback=none).",
-                cause,
-                alpha,
-            )
-
-    def _log_p_min(self) -> None:
-        """Log p_min of the calibration in use and the classes each reported level misses."""
-        per_class = self.class_p_min()
-        if not per_class:
-            return
-        worst = max(per_class, key=per_class.__getitem__)
-        levels = sorted({*ALPHAS, self.alpha})
-        missed = {a: bad for a in levels if (bad := self.unreachable_classes(a) or [])}
-        log.info(
-            "%s: %s calibration, p_min %.4g%s%s",
-            self.name,
-            self.calibration.replace("_", "-"),
-            per_class[worst],
-            f" (class {worst})" if self.calibration == "class_conditional" else "",
-            "".join(
-                f"; alpha={a:g} never rejects {len(bad)} class(es): {first_items(bad)}"
-                for a, bad in missed.items()
-            ),
-        )
+    @property
+    def fell_back(self) -> bool:
+        """Whether class-conditional calibration fell back to marginal (``mondrian_fallback``)."""
+        return self.calibrator_ is not None and self.calibrator_.fell_back_
 
     # scoring ------------------------------------------------------------------------------
     def layer_pvalues(self, feats: Features) -> np.ndarray:
@@ -284,26 +210,9 @@ class StatDetector(Detector):
         """:meth:`pvalues` from precomputed statistics and predicted classes."""
         if not self.options.calibrate:
             return np.clip(np.exp(-t), 0.0, 1.0)  # the combiner's own p-value (no guarantee)
-        if self.calib_all_ is None:
+        if self.calibrator_ is None:
             raise RuntimeError(f"{self.name} is not calibrated: call fit or calibrate first")
-        if not self.options.class_conditional or self.fell_back:
-            return self._conformal(self.calib_all_, t)
-        p = np.ones(len(t))
-        for cls, calib in self.calib_by_class_.items():
-            m = pred == cls
-            if m.any() and len(calib):
-                p[m] = self._conformal(calib, t[m])
-        return p
-
-    def _conformal(self, calib_sorted: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Conformal p-values of ``t`` against sorted calibration statistics, corrected when
-        ``correction`` is set."""
-        p = conformal_pvalues(calib_sorted, t)
-        if self.options.correction:
-            p = calibration_conditional(
-                p, len(calib_sorted), self.options.delta, self.options.correction
-            )
-        return p
+        return self.calibrator_.pvalues(t, pred)
 
     def decide(self, feats: Features, alpha: float | None = None) -> np.ndarray:
         """True where the sample is declared OOD at level ``alpha``."""
@@ -320,7 +229,9 @@ class StatDetector(Detector):
         o = self.options
         if not o.calibrate:
             return "none"
-        if o.class_conditional and not self.fell_back:
+        if self.calibrator_ is not None:
+            return self.calibrator_.calibration
+        if o.class_conditional:
             return "class_conditional"
         return "corrected" if o.correction else "marginal"
 
@@ -328,14 +239,12 @@ class StatDetector(Detector):
         """Per predicted class, the smallest p-value of the calibration in use: 1/(n_c+1) per
         class (class-conditional), 1/(n+1) for all (marginal), corrected when ``correction`` is
         set; None before calibration or without it."""
-        if not self.options.calibrate or self.calib_all_ is None:
+        if not self.options.calibrate or self.calibrator_ is None:
             return None
-        if self.calibration == "class_conditional":
-            return {c: self._p_min_of(len(ref)) for c, ref in self.calib_by_class_.items()}
-        return dict.fromkeys(range(self.num_classes_ or 0), self._p_min_of(len(self.calib_all_)))
+        return self.calibrator_.class_p_min()
 
     def reference_nbytes(self) -> int:
         """Memory held by the fitted references and calibration scores."""
-        calib = 0 if self.calib_all_ is None else self.calib_all_.nbytes
+        calib = 0 if self.calibrator_ is None else self.calibrator_.nbytes
         refs = sum(s.nbytes for s in self.statistics_) + sum(r.nbytes for r in self.step_refs_)
         return refs + calib
