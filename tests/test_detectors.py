@@ -55,8 +55,12 @@ def test_noise_scores_higher_than_id(option, digits_features, digits_backbone):
     s_id = det.score(digits_features["test"], "test")
     noises = ("uniform_noise", "gaussian_noise")
     s_ood = {n: det.score(digits_features[n], n) for n in noises}
-    if det.library != "ood_bench":  # an adapter wires a method, it cannot make it good: both
-        s_all = np.concatenate(list(s_ood.values()))  # noise sets pooled, direction only
+    # an adapter wires a method, it cannot make it good, nor can a native re-implementation of a
+    # published method (ood_bench.detectors.native, pinned to its authors' code by
+    # tests/test_native_b.py): both noise sets pooled, direction only
+    reimplemented = type(det).__module__.startswith("ood_bench.detectors.native")
+    if det.library != "ood_bench" or reimplemented:
+        s_all = np.concatenate(list(s_ood.values()))
         assert s_all.mean() > s_id.mean(), f"{option}: noise scores lower than ID on average"
         assert ood_metrics(s_id, s_all)["auroc"] > 0.5, f"{option}: noise below chance"
         return
