@@ -29,7 +29,7 @@ from ood_bench.errors import ConfigError
 from ood_bench.features import Features
 
 SHAPINGS = ("scale", "ash_s")
-CHUNK = 1024  # test rows per block of cosine similarities
+CHUNK = 256  # rows per block of N×N_fit similarities / N×D coefficients
 
 
 def shape_activations(x: np.ndarray, percentile: float, rule: str) -> np.ndarray:
@@ -85,14 +85,18 @@ class ActSub(Detector):
     @staticmethod
     def find_split(vt: np.ndarray, z: np.ndarray) -> int:
         """Eq. 4: the index whose decisive and insignificant parts of ``z`` have the closest
-        mean norms (the norm of a projection onto rows of ``vt`` is that of the coefficients)."""
-        sq = (z @ vt.T) ** 2  # squared coefficients on each right singular vector
-        cum = np.cumsum(sq, axis=1)
-        total = cum[:, -1:]
-        before = np.concatenate([np.zeros_like(total), cum[:, :-1]], axis=1)  # idx = 0..D-1
-        dec = np.sqrt(np.maximum(before, 0)).mean(0)
-        ins = np.sqrt(np.maximum(total - before, 0)).mean(0)
-        return int(np.argmin(np.abs(dec - ins)))
+        mean norms (the norm of a projection onto rows of ``vt`` is that of the coefficients);
+        accumulated a chunk of rows at a time (N×D coefficients at once would not fit for
+        ImageNet-sized fit sets)."""
+        dec = np.zeros(vt.shape[0])
+        ins = np.zeros(vt.shape[0])
+        for i in range(0, len(z), CHUNK):
+            cum = np.cumsum((z[i : i + CHUNK] @ vt.T) ** 2, axis=1)  # squared coefficients
+            total = cum[:, -1:]
+            before = np.concatenate([np.zeros_like(total), cum[:, :-1]], axis=1)  # idx 0..D-1
+            dec += np.sqrt(np.maximum(before, 0)).sum(0)
+            ins += np.sqrt(np.maximum(total - before, 0)).sum(0)
+        return int(np.argmin(np.abs(dec - ins) / len(z)))
 
     def fit(self, fit: Features, calib: Features | None = None) -> ActSub:
         """Head SVD, the split index and the fit features' insignificant components."""
