@@ -185,3 +185,18 @@ def test_head_methods_need_the_model_and_a_matching_head(fixture):
     det.bind(nn.Sequential(nn.Linear(64, 10)))
     with pytest.raises(NotApplicable, match="128-d penultimate"):
         det.fit(fit)
+
+
+def test_openpcs_class_caps_components_to_leave_residual_variance():
+    """A unit that is dead (always 0) leaves a class of n > D samples rank D - 1: with
+    n_components = D - 1 the PPCA noise variance is 0 and its covariance singular (a LinAlgError
+    on lenet / mnist_fashion); the cap keeps one direction of residual variance."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(100, 8, generator=g).abs()
+    z[:, 3] = 0.0  # a dead ReLU unit
+    labels = torch.arange(100) % 2
+    f = Features(torch.zeros(100, 2), z, labels, {})
+    det = OpenPCSClass(n_components=400).fit(f)
+    assert det.used == 6  # rank 7, minus one
+    assert min(p.noise_variance_ for p in det.pcas) > 1e-3  # was ~1e-35: scores of ±1e17
+    assert np.abs(det.score(f)).max() < 1e3

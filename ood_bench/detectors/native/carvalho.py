@@ -30,8 +30,9 @@ class OpenPCSClass(Detector):
 
     def __init__(self, name: str = "ob_carvalho", n_components: int = 400):
         """``n_components``: principal axes per class (the authors' code: 400, on 768-d ViT
-        features); capped at ``min(D - 1, n_c - 2)`` for a class of ``n_c`` fit samples in D-d, so
-        that some residual variance is left for the isotropic noise."""
+        features); capped at ``min(D, r) - 1``, ``r`` the smallest rank of a class's centred fit
+        features, so that residual variance is left for the isotropic noise (else the class
+        covariance is singular)."""
         super().__init__(name)
         if n_components < 1:
             raise ConfigError(f"{name}: n_components={n_components} must be >= 1 (authors: 400)")
@@ -44,16 +45,22 @@ class OpenPCSClass(Detector):
         z = as_numpy(fit.penultimate)
         labels = fit.labels.cpu().numpy()
         classes = np.unique(labels)
-        smallest = min(int((labels == c).sum()) for c in classes)
-        used = min(self.n_components, z.shape[1] - 1, smallest - 2)
+        # the PPCA noise variance is the mean variance left beyond n_components: it must be > 0
+        # or the class covariance is singular (a dead ReLU unit, fewer samples than dimensions)
+        ranks = {
+            int(c): int(np.linalg.matrix_rank(z[labels == c] - z[labels == c].mean(0)))
+            for c in classes
+        }
+        smallest = min(ranks.values())
+        used = min(self.n_components, z.shape[1] - 1, smallest - 1)
         if used < 1:
             raise ConfigError(
-                f"{self.name}: a class has {smallest} fit sample(s): too few for a PCA. "
-                "Fix: a larger fit split"
+                f"{self.name}: the fit features of a class span {smallest} dimension(s): too few "
+                "for a PCA with residual variance. Fix: a larger fit split"
             )
         if used < self.n_components:
             log.info(
-                "%s: n_components %d capped to %d (%d-d features, smallest class %d samples)",
+                "%s: n_components %d capped to %d (%d-d features, smallest class rank %d)",
                 self.name,
                 self.n_components,
                 used,
