@@ -25,6 +25,7 @@ SLOW = {
     "pood_odin",
     "pood_rankfeat",
 }
+HEAVY_TAILED = {"ob_carvalho"}
 DETECTORS = [
     pytest.param(o, marks=pytest.mark.slow) if o in SLOW else o
     for o in sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
@@ -61,7 +62,10 @@ def test_noise_scores_higher_than_id(option, digits_features, digits_backbone):
     reimplemented = type(det).__module__.startswith("ood_bench.detectors.native")
     if det.library != "ood_bench" or reimplemented:
         s_all = np.concatenate(list(s_ood.values()))
-        assert s_all.mean() > s_id.mean(), f"{option}: noise scores lower than ID on average"
+        # a log-likelihood score with heavy tails (ob_carvalho's per-class PPCA: a unit dead at
+        # fit and active at test costs ~1e11): its mean says nothing, the AUROC still does
+        if option not in HEAVY_TAILED:
+            assert s_all.mean() > s_id.mean(), f"{option}: noise scores lower than ID on average"
         assert ood_metrics(s_id, s_all)["auroc"] > 0.5, f"{option}: noise below chance"
         return
     for noise, s in s_ood.items():
