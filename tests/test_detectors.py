@@ -25,6 +25,7 @@ SLOW = {
     "pood_odin",
     "pood_rankfeat",
 }
+HEAVY_TAILED = {"ob_carvalho"}
 DETECTORS = [
     pytest.param(o, marks=pytest.mark.slow) if o in SLOW else o
     for o in sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
@@ -55,12 +56,16 @@ def test_noise_scores_higher_than_id(option, digits_features, digits_backbone):
     s_id = det.score(digits_features["test"], "test")
     noises = ("uniform_noise", "gaussian_noise")
     s_ood = {n: det.score(digits_features[n], n) for n in noises}
-    # an adapter wires a method, and ood_bench's own port of a published one (detectors/native,
-    # checked against the authors' code in tests/test_native_detectors.py) reproduces it: neither
-    # can make it good, so both noise sets are pooled and only the direction is checked
-    if det.library != "ood_bench" or type(det).__module__.startswith("ood_bench.detectors.native"):
+    # an adapter wires a method, it cannot make it good, nor can a native re-implementation of a
+    # published method (ood_bench.detectors.native, pinned to its authors' code by
+    # tests/test_native_b.py): both noise sets pooled, direction only
+    reimplemented = type(det).__module__.startswith("ood_bench.detectors.native")
+    if det.library != "ood_bench" or reimplemented:
         s_all = np.concatenate(list(s_ood.values()))
-        assert s_all.mean() > s_id.mean(), f"{option}: noise scores lower than ID on average"
+        # a log-likelihood score with heavy tails (ob_carvalho's per-class PPCA: a unit dead at
+        # fit and active at test costs ~1e11): its mean says nothing, the AUROC still does
+        if option not in HEAVY_TAILED:
+            assert s_all.mean() > s_id.mean(), f"{option}: noise scores lower than ID on average"
         assert ood_metrics(s_id, s_all)["auroc"] > 0.5, f"{option}: noise below chance"
         return
     for noise, s in s_ood.items():
