@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+OOD    := PYTHONPATH=$(CURDIR) $(PY) -m ood_bench.cli
 # torch is installed first and pinned here (not in pyproject) so a user can pick the build for their machine.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 # `make demo`: the lab's statistical detectors (calibrated p-values) beside the strongest fast
@@ -77,11 +78,11 @@ demo: venv
 	OMP_NUM_THREADS=$(DEMO_THREADS) PYTHONPATH=$(CURDIR) \
 	  $(PY) -m ood_bench.run -m benchmark=digits,digits_open \
 	  detector=$$dets rerun=true hydra.sweep.dir=$(DEMO_DIR) $(NO_FAILURES)
-	PYTHONPATH=$(CURDIR) $(PY) scripts/collect.py $(DEMO_DIR) --out $(DEMO_DIR)/results.csv
-	PYTHONPATH=$(CURDIR) $(PY) scripts/make_tables.py $(DEMO_DIR)/results.csv \
+	$(OOD) collect $(DEMO_DIR) --out $(DEMO_DIR)/results.csv
+	$(OOD) tables $(DEMO_DIR)/results.csv \
 	  --out $(DEMO_DIR)/tables --quiet
 	@echo "every table: $(DEMO_DIR)/tables/results.md"
-	@PYTHONPATH=$(CURDIR) $(PY) scripts/demo_summary.py $(DEMO_DIR)/results.csv \
+	@$(OOD) summary $(DEMO_DIR)/results.csv \
 	  --out $(DEMO_DIR)/summary.md
 
 test: venv
@@ -112,11 +113,11 @@ paper: venv
 	$(PY) -c "from ood_bench.environment import require_clean_tree as r; r('results', 'make paper')"
 	$(PY) -m ood_bench.run -m experiment=digits_all $(EXPECTED_FAILURES)
 	$(PY) -m ood_bench.run -m experiment=robustness_digits hydra/launcher=local_parallel $(NO_FAILURES)
-	$(PY) scripts/collect.py outputs/digits_all --out results/raw/digits_all.csv
-	$(PY) scripts/collect.py outputs/robustness_digits --out results/raw/robustness_digits.csv
+	$(OOD) collect outputs/digits_all --out results/raw/digits_all.csv
+	$(OOD) collect outputs/robustness_digits --out results/raw/robustness_digits.csv
 	if [ -d "$$OOD_BENCH_DATA/MNIST" ] && [ -d "$$OOD_BENCH_DATA/FashionMNIST" ]; then \
 	  $(PY) -m ood_bench.run -m experiment=mnist_fashion $(NO_FAILURES) && \
-	  $(PY) scripts/collect.py outputs/mnist_fashion --out results/raw/mnist_fashion.csv; \
+	  $(OOD) collect outputs/mnist_fashion --out results/raw/mnist_fashion.csv; \
 	else echo "OOD_BENCH_DATA lacks MNIST/FashionMNIST: skipping the mnist_fashion sweep"; fi
 	$(PY) -m ood_bench.run -m benchmark=digits,digits_open detector=stat_maha_energy seed=0,1,2 \
 	  hydra.sweep.dir=outputs/recommended $(NO_FAILURES)
@@ -124,20 +125,20 @@ paper: venv
 	  $(PY) -m ood_bench.run -m benchmark=mnist_fashion backbone=lenet detector=stat_maha_energy \
 	    seed=0,1,2 hydra.sweep.dir=outputs/recommended $(NO_FAILURES) && \
 	  $(PY) -m ood_bench.run -m experiment=mnist_split $(NO_FAILURES) && \
-	  $(PY) scripts/collect.py outputs/mnist_split --out results/raw/mnist_split.csv; fi
-	$(PY) scripts/collect.py outputs/recommended --out results/raw/recommended.csv
+	  $(OOD) collect outputs/mnist_split --out results/raw/mnist_split.csv; fi
+	$(OOD) collect outputs/recommended --out results/raw/recommended.csv
 	if [ -f "$$OOD_BENCH_DATA/cifar10/train.npz" ]; then \
-	  test -f $(CIFAR_CKPT) || $(PY) scripts/train_backbone.py benchmark=cifar10_offline \
+	  test -f $(CIFAR_CKPT) || $(OOD) train benchmark=cifar10_offline \
 	    backbone=cifar_cnn seed=0 out_dir=checkpoints && \
 	  mkdir -p results/backbones && cp $(CIFAR_CKPT:.pt=.json) results/backbones/ && \
 	  $(PY) -m ood_bench.run -m experiment=cifar10_offline $(NO_FAILURES) && \
 	  if $(PY) -c "import openood" 2>/dev/null; then \
 	    $(PY) -m ood_bench.run -m experiment=cifar10_offline detector=$(CIFAR_OPENOOD) \
 	      $(NO_FAILURES); fi && \
-	  $(PY) scripts/collect.py outputs/cifar10_offline --out results/raw/cifar10_offline.csv && \
+	  $(OOD) collect outputs/cifar10_offline --out results/raw/cifar10_offline.csv && \
 	  $(PY) -m ood_bench.run -m experiment=cifar10_offline seed=1,2 calib_source=train \
 	    detector=$(LEAK_DETECTORS) hydra.sweep.dir=outputs/cifar10_leak $(NO_FAILURES) && \
-	  $(PY) scripts/collect.py outputs/cifar10_leak --out results/calib_leak/cifar10_leak.csv; \
+	  $(OOD) collect outputs/cifar10_leak --out results/calib_leak/cifar10_leak.csv; \
 	else echo "OOD_BENCH_DATA lacks cifar10/*.npz: skipping the CIFAR-10 sweep"; fi
 	$(PY) scripts/ablate_detector.py --detector stat_maha_energy
 	if $(PY) -c "import openood" 2>/dev/null; then \
@@ -145,9 +146,9 @@ paper: venv
 	  $(PY) -m ood_bench.run -m experiment=openood_seeds $(NO_FAILURES) && \
 	  $(PY) -m ood_bench.run -m experiment=robustness_openood hydra/launcher=local_parallel \
 	    $(NO_FAILURES) && \
-	  $(PY) scripts/collect.py outputs/openood_all --out results/raw/openood_all.csv && \
-	  $(PY) scripts/collect.py outputs/openood_seeds --out results/raw/openood_seeds.csv && \
-	  $(PY) scripts/collect.py outputs/robustness_openood --out results/raw/robustness_openood.csv && \
+	  $(OOD) collect outputs/openood_all --out results/raw/openood_all.csv && \
+	  $(OOD) collect outputs/openood_seeds --out results/raw/openood_seeds.csv && \
+	  $(OOD) collect outputs/robustness_openood --out results/raw/robustness_openood.csv && \
 	  $(PY) scripts/openood_crosscheck.py benchmark=digits \
 	    --csv results/crosscheck/openood_crosscheck_digits.csv && \
 	  $(PY) scripts/openood_crosscheck.py benchmark=digits_open \
@@ -155,12 +156,12 @@ paper: venv
 	else echo "OpenOOD is not installed: skipping its sweeps (docs/openood.md)"; fi
 	$(MAKE) novelty
 	$(PY) scripts/analyze_detector.py --detector stat_masf
-	$(PY) scripts/make_tables.py results/raw --out results/tables --quiet
-	$(PY) scripts/make_figures.py results/raw --out results/figures \
+	$(OOD) tables results/raw --out results/tables --quiet
+	$(OOD) figures results/raw --out results/figures \
 	  --roc digits:stat_maha_cauchy,stat_masf,pood_mahalanobis,pood_msp
 	$(PY) scripts/compare_libraries.py results/raw --out results/libraries --run-tests --quiet
 	$(MAKE) report
-	$(PY) scripts/sync_docs.py
+	$(OOD) docs
 
 # novelty detection (docs/novelty.md): the recommended detector with the default method
 # (same-domain novelty, union certification), another domain counted as new (any_domain) and the
@@ -183,35 +184,35 @@ novelty: venv
 	$(NOVELTY_RUN) $(NOVELTY_DEFAULT) benchmark=digits_open \
 	  hydra.sweep.dir=outputs/novelty_digits_open \
 	  'novelty/scenario@scenarios=[digits_open,stream,control_id,control_noise,control_photos]'
-	$(PY) scripts/collect.py outputs/novelty_digits_open --out results/novelty/digits_open.csv
+	$(OOD) collect outputs/novelty_digits_open --out results/novelty/digits_open.csv
 	if [ -d "$$OOD_BENCH_DATA/MNIST" ] && [ -d "$$OOD_BENCH_DATA/FashionMNIST" ]; then \
 	  $(NOVELTY_RUN) $(NOVELTY_DEFAULT) benchmark=mnist_split backbone=lenet \
 	    'novelty/scenario@scenarios=[mnist_split,cross_domain,control_id]' \
 	    hydra.sweep.dir=outputs/novelty_mnist_split && \
-	  $(PY) scripts/collect.py outputs/novelty_mnist_split --out results/novelty/mnist_split.csv; \
+	  $(OOD) collect outputs/novelty_mnist_split --out results/novelty/mnist_split.csv; \
 	else echo "OOD_BENCH_DATA lacks MNIST/FashionMNIST: skipping the mnist_split novelty sweep"; fi
 	if [ -f "$$OOD_BENCH_DATA/cifar10/train.npz" ]; then \
-	  test -f $(CIFAR_SPLIT_CKPT) || $(PY) scripts/train_backbone.py benchmark=cifar10_split \
+	  test -f $(CIFAR_SPLIT_CKPT) || $(OOD) train benchmark=cifar10_split \
 	    backbone=cifar_cnn seed=0 out_dir=checkpoints && \
 	  mkdir -p results/backbones && cp $(CIFAR_SPLIT_CKPT:.pt=.json) results/backbones/ && \
 	  $(PY) -m ood_bench.run -m benchmark=cifar10_split backbone=cifar_cnn \
 	    backbone.checkpoint=$(CIFAR_SPLIT_CKPT) detector=$(CIFAR_SPLIT_DETECTORS) seed=0,1,2 \
 	    hydra.sweep.dir=outputs/cifar10_split $(NO_FAILURES) && \
-	  $(PY) scripts/collect.py outputs/cifar10_split --out results/raw/cifar10_split.csv && \
+	  $(OOD) collect outputs/cifar10_split --out results/raw/cifar10_split.csv && \
 	  $(NOVELTY_RUN) detector=stat_maha_energy novelty=hdbscan $(CIFAR_SPLIT_NOVELTY) && \
 	  $(NOVELTY_RUN) detector=pood_rmd novelty=near_ood $(CIFAR_SPLIT_NOVELTY) && \
-	  $(PY) scripts/collect.py outputs/novelty_cifar10_split \
+	  $(OOD) collect outputs/novelty_cifar10_split \
 	    --out results/novelty/cifar10_split.csv; \
 	else echo "OOD_BENCH_DATA lacks cifar10/*.npz: skipping the cifar10_split novelty sweep"; fi
-	$(PY) scripts/novelty_report.py results/novelty/*.csv --samples outputs/novelty_digits_open \
+	$(OOD) novelty-report results/novelty/*.csv --samples outputs/novelty_digits_open \
 	  outputs/novelty_mnist_split outputs/novelty_cifar10_split --out results/novelty --quiet \
 	  --methods hdbscan hdbscan_any_domain near_ood
-	$(PY) scripts/novelty_certification.py --out results/novelty/certification/certification.csv
+	$(OOD) certification --out results/novelty/certification/certification.csv
 
 # the results site (docs/site.md): static HTML from the CSVs under results/; open
 # results/site/index.html
 report: venv
-	PYTHONPATH=$(CURDIR) $(PY) scripts/make_report.py results --out results/site
+	$(OOD) report results --out results/site
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

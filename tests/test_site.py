@@ -206,12 +206,12 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, case: str):
     with pytest.raises(DataError, match="no results folder" if case == "missing" else "no CSV"):
         build_site(root, tmp_path / "site")
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_report.py"), str(root)],
+        [sys.executable, "-m", "ood_bench.cli", "report", str(root)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert run.returncode == 2 and "make_report.py: no" in run.stderr
+    assert run.returncode == 2 and "ood-bench report: no" in run.stderr
 
 
 def test_sources_name_their_command():

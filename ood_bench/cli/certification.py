@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """The novelty certification by simulation: its level under the null, its power on a class
 that the clustering fragments.
 
-    python scripts/novelty_certification.py --out results/novelty/certification/certification.csv
+    ood-bench certification --out results/novelty/certification/certification.csv
 
 For each batch size (ID-only batches of m samples, a calibration set of n_calib redrawn every
 time; ood_bench.novelty.simulation) and each rule (``certify``: union, the default; any, the
@@ -15,20 +14,16 @@ samples split into fragments of j* - 1 is declared (the power on a fragmented cl
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ood_bench.atomic import atomic_write  # noqa: E402
-from ood_bench.environment import git_sha, require_clean_tree  # noqa: E402
-from ood_bench.novelty import NoveltyDetector  # noqa: E402
-from ood_bench.novelty.simulation import (  # noqa: E402
+from ood_bench.atomic import atomic_write
+from ood_bench.environment import git_sha, require_clean_tree
+from ood_bench.novelty import NoveltyDetector
+from ood_bench.novelty.simulation import (
     fragmented_declarations,
     null_declarations,
 )
@@ -81,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--level", type=float, default=0.05, help="level of the decision")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    require_clean_tree(a.out, "novelty_certification.py")
+    require_clean_tree(a.out, "ood-bench certification")
     df = simulate(a.reps, a.alpha, a.level, a.seed).assign(git_sha=git_sha())
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(a.out, lambda p: df.to_csv(p, index=False))

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Paper figures (PNG + PDF, reproducible) from collected results and the feature cache.
 
-    python scripts/make_figures.py results/raw --out results/figures
-    python scripts/make_figures.py results/raw --out results/figures --roc digits:stat_masf,pood_knn
+    ood-bench figures results/raw --out results/figures
+    ood-bench figures results/raw --out results/figures --roc digits:stat_masf,pood_knn
 
 From the CSVs: AUROC vs corruption severity per detector (one panel per corruption), corrupted-ID
 rejection at α = 0.05 vs severity (p-value detectors), and the p-value calibration plot
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--cache-dir", default=None)
     args = p.parse_args(argv)
-    require_clean_tree(args.out, "make_figures.py")
+    require_clean_tree(args.out, "ood-bench figures")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     reproducible()
     df = read_results(*args.results)

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Tables and figures of novelty-detection results (``python -m ood_bench.run_novelty``).
 
-    python scripts/novelty_report.py outputs/novelty/<run> --out results/novelty
-    python scripts/novelty_report.py results/raw/novelty.csv --samples outputs/novelty --out DIR
+    ood-bench novelty-report outputs/novelty/<run> --out results/novelty
+    ood-bench novelty-report results/raw/novelty.csv --samples outputs/novelty --out DIR
 
 RESULTS: job folders (or sweep folders) holding ``metrics.csv`` files, or collected CSVs. Writes
 to OUT:
@@ -208,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     args = p.parse_args(argv)
-    require_clean_tree(args.out, "novelty_report.py")
+    require_clean_tree(args.out, "ood-bench novelty-report")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     df = read_results(*args.results)
     text = markdown(df)
