@@ -215,6 +215,6 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, case: str):
 
 
 def test_sources_name_their_command():
-    assert "collect.py outputs/digits_all" in Source("raw/digits_all.csv").command
+    assert "ood-bench collect outputs/digits_all" in Source("raw/digits_all.csv").command
     assert "bench_scoring.py" in Source("runtime/scoring_cost.csv").command
     assert Source("raw/x.csv").name == "results/raw/x.csv"

@@ -78,6 +78,11 @@ COMMANDS: dict[str, Command] = {
         "the novelty certification's level and power, by simulation",
         "ood-bench certification --out scratch/certification.csv",
     ),
+    "paper": Command(
+        "ood_bench.cli.paper",
+        "every stage of the paper (conf/paper.yaml), in order; --dry-run lists them",
+        "ood-bench paper --dry-run",
+    ),
     "docs": Command(
         "ood_bench.cli.docs",
         "rewrite (or --check) the documentation's generated blocks from results/",
@@ -112,7 +117,7 @@ def usage() -> str:
         *(f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items()),
         "",
         "examples:",
-        *(f"  {COMMANDS[n].example}" for n in ("run", "collect", "tables", "docs")),
+        *(f"  {COMMANDS[n].example}" for n in ("run", "collect", "tables", "paper")),
         "",
         "ood-bench COMMAND --help: that command's options and examples.",
     ]

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ood_bench import paper
 from ood_bench.docsync.libraries import crosscheck, libraries, library_defaults, openood_status
 from ood_bench.docsync.novelty import cifar_split_near, novelty, novelty_certification
 from ood_bench.docsync.results import (
@@ -63,6 +64,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "calib-leak": calib_leak,
     "ablation": ablation,
     "scoring-cost": scoring_cost,
+    "paper-stages": lambda results: paper.stages_markdown(),  # conf/paper.yaml, not results/
 }
 
 
