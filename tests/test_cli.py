@@ -64,6 +64,23 @@ def test_hydra_commands_help_names_the_entry_and_an_example(name, capsys):
     assert cli.COMMANDS[name].example in out and "--hydra-help" in out
 
 
+@pytest.mark.parametrize(("name", "override"), [("run", "detector=pood_msp"), ("train", "seed=3")])
+def test_hydra_commands_run_the_entry_with_the_arguments_unchanged(name, override):
+    """`ood-bench run ARGS` is `python -m ood_bench.run ARGS` (the config is found, the
+    overrides apply)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ood_bench.cli", name, override, "--cfg", "job"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    key, value = override.split("=")
+    assert re.search(rf"^{key.split('.')[0]}:", proc.stdout, re.M), proc.stdout[:500]
+    assert value in proc.stdout
+
+
 def test_scripts_import_the_package_normally():
     """scripts/ holds studies and one-offs only: no sys.path edits, no loading by file path."""
     files = sorted((ROOT / "scripts").rglob("*.py"))

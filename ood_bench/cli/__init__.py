@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import runpy
 import sys
 from dataclasses import dataclass
 
@@ -144,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     if command.hydra and any(a in ("-h", "--help") for a in args):
         print(HYDRA_HELP.format(name=name, **vars(command)))
         return 0
-    entry = importlib.import_module(command.module).main
     sys.argv = [f"ood-bench {name}", *args]  # argparse's prog; Hydra reads its overrides here
     if command.hydra:
-        entry()
+        # as `python -m MODULE`: Hydra finds the config folder beside a __main__ module's file
+        runpy.run_module(command.module, run_name="__main__", alter_sys=True)
         return 0
-    return int(entry(args) or 0)
+    return int(importlib.import_module(command.module).main(args) or 0)
