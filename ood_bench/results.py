@@ -245,7 +245,7 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
             raise DataError(
                 f"{f} is not an ood_bench results CSV: it lacks columns {missing}. "
                 "Fix: pass the metrics.csv files of jobs or the output of "
-                "scripts/collect.py."
+                "ood-bench collect."
             )
         if df.empty:  # a table of nothing would look like a finished report
             raise DataError(f"{f} has the results header but no result rows: {NO_ROWS_FIX}")

@@ -46,18 +46,15 @@ from ood_bench.environment import git_sha, require_clean_tree
 from ood_bench.errors import CheckpointError, ConfigError, DataError
 from ood_bench.figures import reproducible, save_fig
 from ood_bench.metrics import ood_metrics
+from ood_bench.paper import pairing
 from ood_bench.pipeline import prepare
 
 log = logging.getLogger("ablate_detector")
 ALPHAS = np.linspace(0.0, 0.2, 41)[1:]
-CIFAR_CHECKPOINT = "checkpoints/cifar_cnn_cifar10_offline_s0.pt"
-# benchmark -> the backbone options its committed sweep uses (Makefile, `make paper`)
+# benchmark -> the backbone options its committed sweep uses (conf/pairings.yaml)
 BENCHMARKS: dict[str, list[str]] = {
-    "digits": ["backbone=digits_cnn"],
-    "digits_open": ["backbone=digits_cnn"],
-    "mnist_fashion": ["backbone=lenet"],
-    "mnist_split": ["backbone=lenet"],
-    "cifar10_offline": ["backbone=cifar_cnn", f"backbone.checkpoint={CIFAR_CHECKPOINT}"],
+    b: pairing(b).overrides[1:]
+    for b in ("digits", "digits_open", "mnist_fashion", "mnist_split", "cifar10_offline")
 }
 # name -> the option values that switch one design choice off (applied to the preset)
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -34,20 +34,14 @@ from ood_bench.config import CONF_DIR, build, compose
 from ood_bench.data.base import tensor_set
 from ood_bench.environment import git_sha, require_clean_tree
 from ood_bench.features import FeatureExtractor
+from ood_bench.paper import pairing
 from ood_bench.pipeline import prepare
 
 DETECTORS = sorted(p.stem for p in (CONF_DIR / "detector").glob("*.yaml"))
-# trained backbones on real data: name -> (label, Hydra overrides)
+# trained backbones on real data: name -> (label, Hydra overrides of conf/pairings.yaml)
 REAL = {
-    "lenet_mnist": ("lenet (1×28×28, MNIST)", ["benchmark=mnist_fashion", "backbone=lenet"]),
-    "cifar_cnn": (
-        "cifar_cnn (3×32×32, CIFAR-10)",
-        [
-            "benchmark=cifar10_offline",
-            "backbone=cifar_cnn",
-            "backbone.checkpoint=checkpoints/cifar_cnn_cifar10_offline_s0.pt",
-        ],
-    ),
+    "lenet_mnist": ("lenet (1×28×28, MNIST)", pairing("mnist_fashion").overrides),
+    "cifar_cnn": ("cifar_cnn (3×32×32, CIFAR-10)", pairing("cifar10_offline").overrides),
 }
 
 

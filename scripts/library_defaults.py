@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ood_bench.config import compose  # noqa: E402
-from ood_bench.environment import git_sha, require_clean_tree  # noqa: E402
-from ood_bench.pipeline import detector_aurocs, prepare  # noqa: E402
+from ood_bench.config import compose
+from ood_bench.docsync.libraries import defaults_table as table
+from ood_bench.environment import git_sha, require_clean_tree
+from ood_bench.pipeline import detector_aurocs, prepare
 
 
 @dataclass
@@ -97,23 +94,6 @@ METHODS: dict[str, list[Run]] = {
 def aurocs(job: list[str], run: Run, prep) -> dict[str, float]:
     """Fit ``run`` on the prepared splits; its AUROC per OOD set."""
     return detector_aurocs(compose([*job, f"detector={run.option}", *run.overrides]), prep)
-
-
-def table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean AUROC over the OOD sets per (method, variant) and seed, and mean ± std over seeds."""
-    per_seed = (
-        df.groupby(["method", "variant", "setting", "seed"], sort=False)["auroc"]
-        .mean()
-        .unstack("seed")
-    )
-    per_seed.columns = [f"seed {s}" for s in per_seed.columns]
-    out = per_seed.map(lambda v: f"{v:.4f}")
-    mean, std = per_seed.mean(axis=1), per_seed.std(axis=1, ddof=1)
-    out["mean ± std"] = [
-        f"{m:.4f} ± {s:.4f}" if np.isfinite(s) else f"{m:.4f}"
-        for m, s in zip(mean, std, strict=True)
-    ]
-    return out.reset_index()
 
 
 def main() -> int:

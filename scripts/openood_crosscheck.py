@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-from ood_bench.config import compose  # noqa: E402
-from ood_bench.environment import require_clean_tree  # noqa: E402
-from ood_bench.pipeline import detector_aurocs, prepare  # noqa: E402
+from ood_bench.config import compose
+from ood_bench.environment import require_clean_tree
+from ood_bench.pipeline import detector_aurocs, prepare
 
 TOLERANCE = 0.005
 

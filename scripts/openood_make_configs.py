@@ -13,18 +13,16 @@ The header comment gives OpenOOD's defaults and the adapter's status of the meth
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ood_bench.detectors.openood import (  # noqa: E402
+from ood_bench.detectors.openood import (
     load_openood,
     read_config,
     registered_postprocessors,
     status,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def render(name: str) -> str:

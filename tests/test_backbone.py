@@ -30,10 +30,12 @@ def test_train_backbone_script_card_and_reuse(tmp_path):
     import json
 
     from ood_bench.results import read_results
-    from tests.conftest import ROOT, run_module
+    from tests.conftest import run_module
 
     proc = run_module(
-        str(ROOT / "scripts" / "train_backbone.py"),
+        "-m",
+        "ood_bench.cli",
+        "train",
         f"out_dir={tmp_path / 'ck'}",
         "backbone.train.epochs=2",
         "threads=1",

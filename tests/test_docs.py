@@ -1,6 +1,6 @@
 """The documentation: every metric and column the code writes is documented, the quick start is
 what CI runs, every relative link resolves, and every quoted figure comes from the committed
-results (``scripts/sync_docs.py --check``)."""
+results (``ood-bench docs --check``)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from ood_bench.docsync import doc_files, render, sync
 from ood_bench.results import COLUMNS, METRICS, NOVELTY_METRICS
 from tests.conftest import ROOT
-
-SCRIPTS = str(ROOT / "scripts")  # the docs generator is a repository tool beside its script
-if SCRIPTS not in sys.path:
-    sys.path.insert(0, SCRIPTS)
-
-from docsync import doc_files, render, sync  # noqa: E402
 
 README = (ROOT / "README.md").read_text()
 METRICS_PAGE = (ROOT / "docs" / "metrics.md").read_text()
@@ -84,8 +79,7 @@ def test_quoted_figures_match_the_committed_results():
     """Fails, naming the block, when a generated block differs from what results/ gives."""
     stale = sync(doc_files(ROOT), ROOT / "results", check=True)
     assert not stale, (
-        f"out of date: {[(str(f.relative_to(ROOT)), b) for f, b in stale]}; "
-        "run: python scripts/sync_docs.py"
+        f"out of date: {[(str(f.relative_to(ROOT)), b) for f, b in stale]}; run: ood-bench docs"
     )
 
 
@@ -105,14 +99,14 @@ def test_a_figure_edited_by_hand_fails_the_check(tmp_path: Path):
         + block.group(1).replace(figure.group(0), f"| {edited} |", 1)
         + text[block.end(1) :]
     )
-    cmd = [sys.executable, str(ROOT / "scripts" / "sync_docs.py"), "--check"]
+    cmd = [sys.executable, "-m", "ood_bench.cli", "docs", "--check"]
     cmd += ["--results", str(ROOT / "results"), str(tmp_path / "README.md"), str(page)]
-    run = subprocess.run(cmd, capture_output=True, text=True)
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 1, run.stderr
     assert "block 'stat-detectors' out of date" in run.stderr
     assert "headline" not in run.stderr  # the untouched README is in sync
     # and a sync restores the committed text
-    subprocess.run(cmd[:2] + cmd[3:], check=True, capture_output=True)
+    subprocess.run(cmd[:4] + cmd[5:], check=True, capture_output=True, cwd=ROOT)
     assert page.read_text() == (ROOT / "docs" / "statistical-detector.md").read_text()
 
 

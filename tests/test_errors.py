@@ -266,7 +266,9 @@ def test_header_only_results_csv_is_an_error(tmp_path):
     with pytest.raises(DataError, match="empty.csv is empty"):
         read_results(tmp_path / "empty.csv")
     proc = run_module(
-        str(ROOT / "scripts" / "make_tables.py"),
+        "-m",
+        "ood_bench.cli",
+        "tables",
         str(csv),
         "--out",
         str(tmp_path / "tables"),

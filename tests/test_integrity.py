@@ -35,7 +35,7 @@ from ood_bench.results import (
     to_frame,
     write_csv,
 )
-from tests.conftest import CONF, FAST_TRAIN, ROOT, run_module
+from tests.conftest import CONF, FAST_TRAIN, run_module
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
@@ -197,8 +197,8 @@ def test_make_tables_counts_distinct_seeds_and_refuses_mixed_backbones(tmp_path)
         rows += job_rows(f"20260101T00000{seed}000000-x", seed, SHA_A, f"c{seed}")
     both = to_frame(rows + rows[: 2 * 3])  # seeds 0 and 1 collected twice
     write_csv(both, tmp_path / "raw.csv")
-    script = str(ROOT / "scripts" / "make_tables.py")
-    run_module(script, str(tmp_path / "raw.csv"), "--out", str(tmp_path / "t"), cwd=tmp_path)
+    tables = ("-m", "ood_bench.cli", "tables")
+    run_module(*tables, str(tmp_path / "raw.csv"), "--out", str(tmp_path / "t"), cwd=tmp_path)
     auroc = (tmp_path / "t" / "results.md").read_text().split("## AUROC")[1].split("\n## ")[0]
     row = next(line for line in auroc.splitlines() if "/ pood_msp" in line)
     assert row.split("|")[2].strip() == "3"
@@ -206,7 +206,7 @@ def test_make_tables_counts_distinct_seeds_and_refuses_mixed_backbones(tmp_path)
     mixed = rows + job_rows("20260101T000009000000-y", 0, SHA_B, "c0b")
     write_csv(to_frame(mixed), tmp_path / "mixed.csv")
     proc = run_module(
-        script,
+        *tables,
         str(tmp_path / "mixed.csv"),
         "--out",
         str(tmp_path / "t2"),
@@ -215,7 +215,7 @@ def test_make_tables_counts_distinct_seeds_and_refuses_mixed_backbones(tmp_path)
     )
     assert proc.returncode != 0 and "different backbone checkpoints" in proc.stderr
     run_module(
-        script,
+        *tables,
         str(tmp_path / "mixed.csv"),
         "--out",
         str(tmp_path / "t3"),

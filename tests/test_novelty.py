@@ -345,7 +345,9 @@ def test_run_novelty_writes_tidy_rows_and_the_report(open_prep, open_overrides, 
     assert (out / "novelty_samples.csv.gz").is_file()
 
     rep = tmp_path / "report"
-    run_module("scripts/novelty_report.py", str(out), "--out", str(rep), "--quiet", cwd=ROOT)
+    run_module(
+        "-m", "ood_bench.cli", "novelty-report", str(out), "--out", str(rep), "--quiet", cwd=ROOT
+    )
     text = (rep / "novelty.md").read_text()
     assert "control_noise" in text and "digits_open" in text
     for ext in ("png", "pdf"):

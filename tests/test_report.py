@@ -23,7 +23,9 @@ def test_committed_tables_match_the_committed_raw_results(tmp_path):
     if not (TABLES / "results.md").is_file():
         pytest.skip("no committed tables yet")
     run_module(
-        str(ROOT / "scripts" / "make_tables.py"),
+        "-m",
+        "ood_bench.cli",
+        "tables",
         str(RAW),
         "--out",
         str(tmp_path),
@@ -32,7 +34,7 @@ def test_committed_tables_match_the_committed_raw_results(tmp_path):
     )
     for f in sorted(TABLES.glob("*")):
         assert (tmp_path / f.name).read_text() == f.read_text(), (
-            f"results/tables/{f.name} is stale: rerun scripts/make_tables.py results/raw "
+            f"results/tables/{f.name} is stale: rerun ood-bench tables results/raw "
             "--out results/tables"
         )
 
@@ -88,7 +90,9 @@ def test_report_keeps_corrupted_jobs_out_of_clean_tables():
 
 def test_figures_render(tmp_path):
     run_module(
-        str(ROOT / "scripts" / "make_figures.py"),
+        "-m",
+        "ood_bench.cli",
+        "figures",
         str(RAW / "robustness_digits.csv"),
         "--out",
         str(tmp_path),

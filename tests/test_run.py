@@ -9,7 +9,7 @@ import torch
 from ood_bench.errors import ConfigError
 from ood_bench.names import is_valid_name
 from ood_bench.results import COLUMNS, METRICS, read_results
-from tests.conftest import FAST_TRAIN, ROOT, run_module
+from tests.conftest import FAST_TRAIN, run_module
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,7 @@ def test_multirun_writes_one_csv_per_job(sweep):
 def test_collect_and_make_tables(sweep):
     tmp, _, _ = sweep
     out = tmp / "collected.csv"
-    run_module(
-        str(ROOT / "scripts" / "collect.py"), str(tmp / "sweep1"), "--out", str(out), cwd=tmp
-    )
+    run_module("-m", "ood_bench.cli", "collect", str(tmp / "sweep1"), "--out", str(out), cwd=tmp)
     df = read_results(out)
     assert df["run_id"].nunique() == 4
     assert set(df["detector"]) == {"pood_msp", "pood_knn"} and set(df["seed"]) == {0, 1}
@@ -70,7 +68,7 @@ def test_collect_and_make_tables(sweep):
     acc = df.loc[df["metric"] == "id_acc", "value"]
     assert (acc > 0.85).all(), acc
     proc = run_module(
-        str(ROOT / "scripts" / "make_tables.py"), str(out), "--out", str(tmp / "tables"), cwd=tmp
+        "-m", "ood_bench.cli", "tables", str(out), "--out", str(tmp / "tables"), cwd=tmp
     )
     text = (tmp / "tables" / "results.md").read_text()
     assert "pood_knn" in text and "pood_msp" in text and "±" in text

@@ -213,15 +213,15 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, case: str):
     with pytest.raises(DataError, match="no results folder" if case == "missing" else "no CSV"):
         build_site(root, tmp_path / "site")
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_report.py"), str(root)],
+        [sys.executable, "-m", "ood_bench.cli", "report", str(root)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert run.returncode == 2 and "make_report.py: no" in run.stderr
+    assert run.returncode == 2 and "ood-bench report: no" in run.stderr
 
 
 def test_sources_name_their_command():
-    assert "collect.py outputs/digits_all" in Source("raw/digits_all.csv").command
+    assert "ood-bench collect outputs/digits_all" in Source("raw/digits_all.csv").command
     assert "bench_scoring.py" in Source("runtime/scoring_cost.csv").command
     assert Source("raw/x.csv").name == "results/raw/x.csv"

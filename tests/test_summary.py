@@ -97,7 +97,9 @@ def test_script_on_the_committed_results(tmp_path):
     raw = ROOT / "results" / "raw" / "digits_all.csv"
     out = tmp_path / "summary.md"
     proc = run_module(
-        str(ROOT / "scripts" / "demo_summary.py"),
+        "-m",
+        "ood_bench.cli",
+        "summary",
         str(raw),
         "--out",
         str(out),

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ood_bench.results import read_results
-from tests.conftest import FAST_TRAIN, ROOT, run_module
+from tests.conftest import FAST_TRAIN, run_module
 
 SMALL = ["ood_sets=[uniform_noise]", FAST_TRAIN]
 
@@ -141,7 +141,9 @@ def test_submitit_local_executor_runs_a_sweep(tmp_path):
     assert rows["run_id"].nunique() == 2 and (rows["status"] == "ok").all()
     assert list((tmp_path / "s").rglob("*.log")), "per-job logs sit next to the CSVs"
     run_module(
-        str(ROOT / "scripts" / "collect.py"),
+        "-m",
+        "ood_bench.cli",
+        "collect",
         str(tmp_path / "s"),
         "--out",
         str(tmp_path / "all.csv"),

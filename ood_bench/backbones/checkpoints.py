@@ -178,7 +178,7 @@ def get_backbone(
 
     ``info["train_data"]`` is the spec of the split the weights were trained on, when the harness
     knows it: always for a self-trained checkpoint, and for a ``checkpoint`` file only when a
-    harness card (``<file>.json`` of the cache or of ``scripts/train_backbone.py``) with the
+    harness card (``<file>.json`` of the cache or of ``ood-bench train``) with the
     file's sha256 lies beside it (:func:`trained_on`).
     """
     sha256 = expected_sha256(sha256)
@@ -217,7 +217,7 @@ def get_backbone(
                 "(backbone.sha256). Training is seeded, but the weights also depend on the "
                 "number of threads (the threads option, docs/sweeps.md#threads) and the "
                 "torch build. Fix: share one cache_dir between the jobs, set threads= to the "
-                "count that trained it, or train once with scripts/train_backbone.py and pass "
+                "count that trained it, or train once with ood-bench train and pass "
                 "the backbone.checkpoint=... backbone.sha256=... it prints; or drop "
                 "backbone.sha256."
             )
@@ -243,7 +243,7 @@ def get_backbone(
 def checkpoint_card(path: Path, digest: str) -> dict[str, Any]:
     """What the harness card beside a ``checkpoint`` file says about its training data:
     ``{"train_data": spec, "card": path}`` when ``<file>.json`` was written by the harness (the
-    cache's card or ``scripts/train_backbone.py``'s) for these very weights, else ``{}``."""
+    cache's card or ``ood-bench train``'s) for these very weights, else ``{}``."""
     card_path = path.with_suffix(".json")
     if not card_path.is_file():
         return {}

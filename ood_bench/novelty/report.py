@@ -1,8 +1,8 @@
 """The novelty summary table: one row per (benchmark / backbone / detector, scenario), means ±
 std over seeds of the per-job rates, the controls' false alarms with their exact bound.
 
-Shared by ``scripts/novelty_report.py`` (novelty.md), the documentation's generated block and
-the results site.
+Shared by ``ood-bench novelty-report`` (novelty.md, :mod:`ood_bench.novelty.figures`), the
+documentation's generated block and the results site.
 """
 
 from __future__ import annotations

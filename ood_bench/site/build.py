@@ -150,7 +150,7 @@ def overview(res: data.Results, lb: pd.DataFrame, bm: pd.DataFrame, href: str) -
             if scored
             else "No per-sample scores are stored for this benchmark yet "
             "(`scores/<csv stem>/<run_id>.npz`), so its boards have no interval and no tie "
-            "marks: rerun the sweep and collect it with `scripts/collect.py` to add them.",
+            "marks: rerun the sweep and collect it with `ood-bench collect` to add them.",
         ]
         sections.append(
             Section(
@@ -219,9 +219,9 @@ def benchmark_page(
         figs = [figures.copied(res.root, r, c) for r, c in committed if res.file_exists(r)]
         roc_note = (
             "No per-sample scores are stored for this benchmark yet (every job now keeps "
-            "`scores.npz`; `scripts/collect.py` gathers them under `results/scores/`): "
+            "`scores.npz`; `ood-bench collect` gathers them under `results/scores/`): "
             + (
-                "these are the committed figures of `scripts/make_figures.py --roc`, made "
+                "these are the committed figures of `ood-bench figures --roc`, made "
                 "from the feature cache."
                 if figs
                 else "no ROC curve or score histogram until its sweep is rerun and collected."

@@ -119,7 +119,7 @@ def load(root: str | Path) -> Results:
     files = sorted((root / "raw").glob("*.csv"))
     if not files:
         raise DataError(
-            f"no CSV under {root / 'raw'}: run the sweeps and scripts/collect.py first "
+            f"no CSV under {root / 'raw'}: run the sweeps and ood-bench collect first "
             "(make paper), or give the results folder of the repository"
         )
     df = read_tidy(root, files)
@@ -127,7 +127,7 @@ def load(root: str | Path) -> Results:
     if len(conflicts):
         raise DataError(
             f"{root / 'raw'} mixes backbone checkpoints under one name "
-            f"({len(conflicts)} benchmark/backbone/seed): scripts/make_tables.py says which; "
+            f"({len(conflicts)} benchmark/backbone/seed): ood-bench tables says which; "
             "collect one checkpoint's results"
         )
     if not (df["status"] == "ok").any():
@@ -136,8 +136,8 @@ def load(root: str | Path) -> Results:
         raise DataError(
             f"no successful result under {root / 'raw'}: all {df['run_id'].nunique()} jobs "
             f"failed{first}, so the site would have no number to show. Fix: read the jobs' "
-            "errors (scripts/make_tables.py lists them), fix the cause and rerun the sweep, "
-            "then scripts/collect.py"
+            "errors (ood-bench tables lists them), fix the cause and rerun the sweep, "
+            "then ood-bench collect"
         )
     if report.ok_rows(df).empty:
         raise DataError(

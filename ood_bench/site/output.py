@@ -38,7 +38,7 @@ from ood_bench.errors import DataError
 log = logging.getLogger(__name__)
 
 MANIFEST = "site-manifest.json"
-WRITER = "ood_bench.site (scripts/make_report.py)"
+WRITER = "ood_bench.site (ood-bench report)"
 BRAND = '<span class="brand">ood-bench results</span>'  # every page's header (base.html.j2)
 LEGACY_ASSETS = ("assets/site.css", "assets/site.js")
 

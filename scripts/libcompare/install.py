@@ -203,7 +203,7 @@ def _top_modules(target: Path) -> list[str]:
 def _import_failure(module: str, target: str) -> str | None:
     """Import ``module`` in a fresh interpreter with ``target`` after this environment on the
     path (the environment's versions win, as they would in an install): None or the error."""
-    code = f"import sys; sys.path.append({target!r}); import {module}"
+    code = f"import site; site.addsitedir({target!r}); import {module}"
     r = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=target
     )

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """The results site: static HTML pages generated from the tidy CSVs of a results folder.
 
-    python scripts/make_report.py results --out results/site      # make report
+    ood-bench report results --out results/site      # make report
 
 Writes OUT/index.html (benchmarks, backbones, a leaderboard per benchmark), one page per
 benchmark, robustness.html, validity.html, libraries.html and novelty.html, with their figures
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = build_site(args.results, out)
     except DataError as e:
-        print(f"make_report.py: {e}", file=sys.stderr)
+        print(f"ood-bench report: {e}", file=sys.stderr)
         return 2
     size = sum(f.stat().st_size for f in files)
     log.info(

@@ -1,33 +1,16 @@
-#!/usr/bin/env python
-"""Paper figures (PNG + PDF, reproducible) from collected results and the feature cache.
-
-    python scripts/make_figures.py results/raw --out results/figures
-    python scripts/make_figures.py results/raw --out results/figures --roc digits:stat_masf,pood_knn
-
-From the CSVs: AUROC vs corruption severity per detector (one panel per corruption), corrupted-ID
-rejection at α = 0.05 vs severity (p-value detectors), and the p-value calibration plot
-(realised ID rejection vs α). With ``--roc BENCHMARK:DET,DET``: ROC curves (scikit-learn's
-``RocCurveDisplay``) and ID-vs-OOD score histograms, recomputed from the cached features (seed 0).
-"""
+"""The paper's figure files: robustness and p-value calibration figures from the collected
+results, ROC curves and score histograms recomputed from the cached features (PNG + PDF,
+reproducible; ``ood-bench figures``)."""
 
 from __future__ import annotations
 
-import argparse
-import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.metrics import RocCurveDisplay
 
-from ood_bench.config import build, compose
-from ood_bench.environment import require_clean_tree
-from ood_bench.figures import calibration_plots, reproducible, robustness_plots, save_fig
-from ood_bench.pipeline import prepare
-from ood_bench.results import read_results
-
-log = logging.getLogger("make_figures")
+from ood_bench.figures import calibration_plots, robustness_plots, save_fig
 
 
 def robustness_figures(df: pd.DataFrame, out: Path) -> list[str]:
@@ -52,6 +35,11 @@ def _save_all(figs: list[tuple[str, plt.Figure]], out: Path) -> list[str]:
 def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:
     """ROC curves and ID-vs-OOD score histograms for ``BENCHMARK:DET,DET`` (seed 0, cached
     features); returns the figure names."""
+    from sklearn.metrics import RocCurveDisplay
+
+    from ood_bench.config import build, compose
+    from ood_bench.pipeline import prepare
+
     bench_name, dets = spec.split(":", 1)
     detectors = dets.split(",")
     extra = [f"cache_dir={cache_dir}"] if cache_dir else []
@@ -101,31 +89,3 @@ def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:
     fig_h.suptitle(f"{bench_name}: score histograms (higher = more OOD)", fontsize=10)
     save_fig(fig_h, out, f"{bench_name}_score_hist")
     return [f"{bench_name}_roc", f"{bench_name}_score_hist"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write every figure the results allow (and the ``--roc`` ones); returns the exit code."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("results", nargs="+", type=Path, help="collected CSVs or folders of them")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--roc",
-        action="append",
-        default=[],
-        help="BENCHMARK:DET1,DET2 — ROC curves and histograms from cached features",
-    )
-    p.add_argument("--cache-dir", default=None)
-    args = p.parse_args(argv)
-    require_clean_tree(args.out, "make_figures.py")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    reproducible()
-    df = read_results(*args.results)
-    made = robustness_figures(df, args.out) + calibration_figure(df, args.out)
-    for spec in args.roc:
-        made += roc_figures(spec, args.out, args.cache_dir)
-    log.info("wrote %d figures (PNG + PDF) to %s: %s", len(made), args.out, ", ".join(made))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Train a backbone (Hydra: benchmark × backbone × seed × epochs) into a checkpoint + JSON card.
 
-    python scripts/train_backbone.py benchmark=mnist_fashion backbone=lenet data_root=DATA
-    python scripts/train_backbone.py benchmark=cifar10_offline backbone=cifar_cnn data_root=DATA
+    ood-bench train benchmark=mnist_fashion backbone=lenet data_root=DATA
+    ood-bench train benchmark=cifar10_offline backbone=cifar_cnn data_root=DATA
 
 Writes ``<out_dir>/<backbone>_<benchmark>_s<seed>.pt`` (a state dict) and ``.json`` (test
 accuracy, sha256, epochs, threads, wall time, versions), then prints the arguments that make

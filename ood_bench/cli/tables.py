@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Turn collected results CSVs into the report tables (Markdown).
 
-    python scripts/make_tables.py results/raw --out results/tables
+    ood-bench tables results/raw --out results/tables
 
 Writes OUT/results.md (every table: ID accuracy; AUROC and both FPR95 readings per detector ×
 OOD set with near/far/all means, mean ± std over seeds, best in bold; statistical validity;
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "those of the checkpoint of its newest run (default: refuse to mix them)",
     )
     args = p.parse_args(argv)
-    require_clean_tree(args.out, "make_tables.py")
+    require_clean_tree(args.out, "ood-bench tables")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     df = one_result_per_job(read_results(*args.results))
     conflicts = backbone_conflicts(df)

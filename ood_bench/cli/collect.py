@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Merge every job's metrics.csv under a sweep (or run) directory into one tidy CSV.
 
-    python scripts/collect.py outputs/multirun/2026-11-28_12-00-00 --out results/raw/digits.csv
+    ood-bench collect outputs/multirun/2026-11-28_12-00-00 --out results/raw/digits.csv
 
 Works on any sweep directory, whether or not a Hydra callback ran. Each run is counted once
 however many folders hold a copy of it, and each job (config hash × backbone checkpoint) keeps
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-scores", action="store_true", help="do not gather the scores")
     args = p.parse_args(argv)
-    require_clean_tree(args.out, "collect.py")
+    require_clean_tree(args.out, "ood-bench collect")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     df = collect(*args.sweep_dirs)
     write_csv(df, args.out)

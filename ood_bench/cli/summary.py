@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Print the demo's compact comparison and what it shows, from a collected results CSV.
 
-    python scripts/demo_summary.py outputs/demo/results.csv --out outputs/demo/summary.md
+    ood-bench summary outputs/demo/results.csv --out outputs/demo/summary.md
 
 One table per benchmark: per detector, AUROC and both FPR95 readings (fpr95_id, fpr95_ood) per
 OOD group (near / far), fit and scoring time, and for p-value detectors the realised
