@@ -226,3 +226,39 @@ def test_knn_k_is_checked_at_construction_and_against_the_fit_set(digits_feature
     assert "k=30 needs k + 1 = 31 fit samples" in msg and "detector.k <= 29" in msg, msg
     det = StatDetector("knn", statistic="knn", k=29, calibrate=False).fit_reference(fit)
     assert np.isfinite(det.statistic(digits_features["test"])).all()
+
+
+def test_extra_tests_add_library_evidence_and_stay_calibrated(digits_features):
+    """extra_tests=[pood_rmd, pood_knn]: two more p-value columns in the combination, fitted on
+    fit only; the conformal step keeps the p-values on the grid of the calib set."""
+    from ood_bench.detectors.stat import StatDetector
+
+    f = digits_features
+    base = StatDetector("b", statistic="mahalanobis", output_test="energy").fit(
+        f["fit"], f["calib"]
+    )
+    plus = base.with_options(extra_tests=["pood_rmd", "pood_knn"]).fit(f["fit"], f["calib"])
+    assert [e.name for e in plus.extras_] == ["pood_rmd", "pood_knn"]
+    n_cols = base.layer_pvalues(f["test"]).shape[1]
+    assert plus.layer_pvalues(f["test"]).shape[1] == n_cols + 2
+    assert not np.array_equal(plus.statistic(f["test"]), base.statistic(f["test"]))
+    p = plus.pvalues(f["test"])
+    n = len(f["calib"])
+    assert p.min() >= 1 / (n + 1) and np.allclose(p * (n + 1), np.round(p * (n + 1)))
+    assert plus.params()["extra_tests"] == ["pood_rmd", "pood_knn"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("pood_nope", "no option of the detector group"),
+        ("stat_masf", "a statistical preset"),
+        ("pood_odin", "runs the network"),
+        ("../x", "invalid extra test"),
+    ],
+)
+def test_extra_tests_refuse_what_they_cannot_use(digits_features, extra, match):
+    from ood_bench.detectors.stat import StatDetector
+
+    with pytest.raises(ConfigError, match=match):
+        StatDetector("b", extra_tests=[extra]).fit(digits_features["fit"], digits_features["calib"])

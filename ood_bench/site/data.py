@@ -22,7 +22,7 @@ GROUPS = ("near", "far", "all")
 ALPHA = 0.05  # the level the leaderboard reports the realised FPR at
 TPR = f"tpr_at_{ALPHA:g}"  # OOD rejected by the conformal p-values at level ALPHA (FPR <= ALPHA)
 BOARD = (*PERF, TPR)  # the per-group metrics of the leaderboards
-PREFIXES = ("pood_", "openood_", "stat_")  # the libraries' option prefixes
+PREFIXES = ("pood_", "openood_", "stat_", "ob_")  # the libraries' and ood-bench's prefixes
 # the columns of a tidy CSV that hold names (ood_bench.names): they become file names (a page
 # per benchmark, img/<benchmark>_*.svg), links, filter attributes and table cells; the second
 # set may be empty (rows without an OOD set: ID accuracy, p-value levels; a failed job's row)
@@ -40,11 +40,14 @@ OPTIONAL_NAME_COLUMNS = (
 # detector family → method names (the options without their library prefix), space-separated
 FAMILIES: dict[str, str] = {
     "softmax / logit": "msp maxlogit mls energy ebo entropy gen temperaturescaling temp_scaling "
-    "klmatching klm dropout weightedebo mcm mcd openmax",
-    "input gradient": "odin iodin mahalanobisodin gradnorm graduncertainty",
-    "activation shaping": "ash dice react scale vra lts rankfeat adascale_a adascale_l t2fnorm",
+    "klmatching klm dropout weightedebo mcm mcd openmax weiper weiper_kld",
+    "input gradient": "odin iodin mahalanobisodin gradnorm graduncertainty godin",
+    "activation shaping": "ash dice react scale vra lts rankfeat adascale_a adascale_l t2fnorm "
+    "optfs actsub",
     "feature distance": "mahalanobis mds mds_ensemble multimahalanobis rmd rmds knn cider npos "
-    "reweightood gmm she nnguide relation vim residual nci fdbd gram grood ssd cfood pnml nacue",
+    "reweightood gmm she nnguide relation vim residual nci fdbd gram grood ssd cfood pnml nacue "
+    "maha_pp rmds_pp neco cop corp combood cadref caref carvalho",
+    "multi-layer trajectory": "trajectory",
 }
 
 

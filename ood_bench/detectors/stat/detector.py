@@ -14,6 +14,7 @@ import numpy as np
 
 from ood_bench.calibration import ConformalCalibrator
 from ood_bench.detectors.base import Detector
+from ood_bench.detectors.stat.extra import ExtraTest
 from ood_bench.detectors.stat.layers import first_items, layer_array, layer_keys
 from ood_bench.detectors.stat.options import StatOptions
 from ood_bench.detectors.stat.registry import statistic_class
@@ -47,6 +48,7 @@ class StatDetector(Detector):
         self.statistics_: list[LayerStatistic] = []
         self.num_classes_: int | None = None
         self.step_refs_: list[EmpiricalReference] = []
+        self.extras_: list[ExtraTest] = []
         self.calibrator_: ConformalCalibrator | None = None
 
     def with_options(self, **changes: Any) -> StatDetector:
@@ -114,6 +116,7 @@ class StatDetector(Detector):
             self.statistics_.append(self._new_statistics()[-1])
         for key, stat in zip(self.keys_, self.statistics_, strict=True):
             stat.fit(layer_array(fit, key), pred, self.num_classes_)
+        self.extras_ = [ExtraTest.fit(name, fit) for name in o.extra_tests]
         self.step_refs_ = self._fit_step_refs(fit) if o.across_mode == "successive" else []
         log.info(
             "%s: %d layer tests on %s (%s%s)",
@@ -123,6 +126,8 @@ class StatDetector(Detector):
             o.statistic,
             f"; output test {o.output_test} on logits" if o.output_test else "",
         )
+        if self.extras_:
+            log.info("%s: extra tests %s", self.name, [e.name for e in self.extras_])
         return self
 
     def _fit_step_refs(self, fit: Features) -> list[EmpiricalReference]:
@@ -174,12 +179,14 @@ class StatDetector(Detector):
 
     # scoring ------------------------------------------------------------------------------
     def layer_pvalues(self, feats: Features) -> np.ndarray:
-        """N × L matrix of per-layer p-values (columns in :attr:`keys_` order)."""
+        """N × L matrix of per-layer p-values (columns in :attr:`keys_` order, then the extra
+        tests')."""
         pred = feats.predictions()
         cols = [
             np.clip(s.pvalues(layer_array(feats, k), pred), P_FLOOR, s.p_ceil)
             for k, s in zip(self.keys_, self.statistics_, strict=True)
         ]
+        cols += [e.pvalues(feats) for e in self.extras_]
         return np.stack(cols, axis=1)
 
     def _stat(self, p: np.ndarray) -> np.ndarray:

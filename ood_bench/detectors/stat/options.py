@@ -37,7 +37,8 @@ class StatOptions:
     ``k`` (k-NN), ``alpha`` (the default decision level), ``reference`` (channel references
     pooled or per predicted class), ``center`` (vector statistics: the predicted class's mean or
     the global one), ``mondrian_fallback`` (when a class's calibration samples cannot reach
-    ``alpha``: ``marginal``, ``refuse`` or ``none``).
+    ``alpha``: ``marginal``, ``refuse`` or ``none``), ``extra_tests`` (other feature detectors
+    whose scores become more p-values of the combination, :mod:`.extra`).
     """
 
     reduction: Literal["max", "mean"] = "max"
@@ -58,11 +59,15 @@ class StatOptions:
     reference: Literal["pooled", "class"] = "pooled"
     center: Literal["class", "global"] = "class"
     mondrian_fallback: Literal["marginal", "refuse", "none"] = "marginal"
+    extra_tests: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Check choices, types and ranges: a ConfigError that names the option and the fix."""
         if isinstance(self.layers, list):  # YAML gives a list; keep the frozen value immutable
             object.__setattr__(self, "layers", tuple(self.layers))
+        if isinstance(self.extra_tests, (list, str)):
+            extra = [self.extra_tests] if isinstance(self.extra_tests, str) else self.extra_tests
+            object.__setattr__(self, "extra_tests", tuple(extra))
         statistic_class(self.statistic)  # unknown: the registered ones and a did-you-mean
         if self.output_test is not None:
             statistic_class(self.output_test, output=True)
@@ -101,6 +106,7 @@ class StatOptions:
         """Plain values (``layers`` as a list), for logs and :meth:`StatDetector.params`."""
         out = dataclasses.asdict(self)
         out["layers"] = list(self.layers) if self.layers else None
+        out["extra_tests"] = list(self.extra_tests)
         return out
 
 
