@@ -1,7 +1,7 @@
 """Is every detector's guarantee kept? The realised false-alarm rate against its exact band, and
 Benjamini–Hochberg's false discovery rate over many mixed batches, from committed results.
 
-    python -m ood_bench.validity results --out results/validity
+    ood-bench validity results --out results/validity
 
 - **FPR band**: a marginal conformal p-value from ``n_calib`` calibration scores rejects a fresh
   ID sample with probability U_(k) given the calibration set, k = floor(alpha (n_calib + 1)),

@@ -1,7 +1,7 @@
 """Re-derive every metric of a results folder from its stored per-sample scores.
 
-    python -m ood_bench.verify results/raw/digits_all.csv  # scores: results/scores/digits_all/
-    python -m ood_bench.verify outputs/my_sweep             # each job's scores.npz
+    ood-bench verify results/raw/digits_all.csv  # scores: results/scores/digits_all/
+    ood-bench verify outputs/my_sweep             # each job's scores.npz
 
 RobustBench re-evaluates its entries; this is ood-bench's equivalent without re-running a
 network: for each job with a scores file (:mod:`ood_bench.scores`), the OOD metrics
@@ -165,7 +165,9 @@ def verify_path(path: Path, scores: Path | None = None) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ood_bench.verify PATH ...``: exit 1 on any difference (or nothing checked)."""
+    """``python -m ood_bench.verify PATH ...``: exit 1 on any difference, or when no path has a
+    job with stored scores (a path without any is reported, not an error: results kept before
+    scores were)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("paths", nargs="+", type=Path, help="collected CSVs or sweep folders")
     p.add_argument(
@@ -176,9 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    status = 0
+    status, checked = 0, 0
     for path in args.paths:
         r = verify_path(path, args.scores)
+        checked += r.rows_checked
         print(
             f"{path}: {r.rows_checked} rows of {r.jobs_checked} jobs recomputed from their "
             f"scores, {len(r.differences)} differ"
@@ -195,10 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         if len(r.differences) > 20:
             print(f"  ... and {len(r.differences) - 20} more")
-        if not r.ok:
+        if r.differences:
             status = 1
-            if not r.rows_checked:
-                print(f"  nothing to check in {path}: no job with a scores file")
+    if not checked:
+        print("nothing to check: no job of these paths has a scores file")
+        status = 1
     return status
 
 

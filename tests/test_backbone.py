@@ -30,7 +30,7 @@ def test_train_backbone_script_card_and_reuse(tmp_path):
     import json
 
     from ood_bench.results import read_results
-    from tests.conftest import run_module
+    from tests.conftest import ROOT, run_module
 
     proc = run_module(
         "-m",

@@ -391,7 +391,7 @@ def test_true_metrics_of_the_binormal_model():
 # --------------------------------------------------------------------------- committed figures
 
 SIMULATIONS = ROOT / "results" / "stats" / "simulations.csv"
-BEGIN = "<!-- stats-simulations: scripts/stats_simulations.py --out results/stats/simulations.csv --summary -->\n"  # noqa: E501
+BEGIN = "<!-- stats-simulations: ood-bench simulations --out results/stats/simulations.csv --summary -->\n"  # noqa: E501
 END = "<!-- /stats-simulations -->"
 
 
@@ -415,17 +415,12 @@ def test_committed_simulations_hold_and_come_from_committed_code():
 
 
 def test_docs_quote_the_committed_simulations():
-    import sys
-
-    scripts = str(ROOT / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    from stats_simulations import summary
+    from ood_bench.cli.simulations import summary
 
     page = (ROOT / "docs" / "statistics.md").read_text()
     assert BEGIN in page and END in page
     quoted = page.split(BEGIN)[1].split(END)[0]
     assert quoted == summary(pd.read_csv(SIMULATIONS)), (
         "docs/statistics.md's simulation block differs from results/stats/simulations.csv: paste "
-        "the output of scripts/stats_simulations.py --out results/stats/simulations.csv --summary"
+        "the output of ood-bench simulations --out results/stats/simulations.csv --summary"
     )

@@ -79,6 +79,22 @@ COMMANDS: dict[str, Command] = {
         "the novelty certification's level and power, by simulation",
         "ood-bench certification --out scratch/certification.csv",
     ),
+    "verify": Command(
+        "ood_bench.verify",
+        "recompute every metric of a results CSV or sweep from its stored scores (exit 1 on a "
+        "difference)",
+        "ood-bench verify results/raw/digits_all.csv",
+    ),
+    "validity": Command(
+        "ood_bench.validity",
+        "each detector's realised FPR against its exact band, BH's FDR over mixed batches",
+        "ood-bench validity results --out scratch/validity",
+    ),
+    "simulations": Command(
+        "ood_bench.cli.simulations",
+        "the simulations that pin the intervals and paired tests (docs/statistics.md)",
+        "ood-bench simulations --out scratch/simulations.csv",
+    ),
     "paper": Command(
         "ood_bench.cli.paper",
         "every stage of the paper (conf/paper.yaml), in order; --dry-run lists them",

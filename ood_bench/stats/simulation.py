@@ -3,7 +3,7 @@
 ID scores ~ N(0, 1), OOD scores ~ N(Δ, 1): true AUROC = Φ(Δ / √2), true FPR95 (either reading)
 = Φ(z₀.₉₅ − Δ), true TPR at FPR f = 1 − Φ(z₁₋f − Δ). Two detectors share a correlation ρ
 within each class and have the same Δ, hence the same true AUROC (the null of the paired test).
-Used by tests/test_stats.py and scripts/stats_simulations.py.
+Used by tests/test_stats.py and ood-bench simulations.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """The simulations behind ood_bench.stats, as quotable figures (docs/statistics.md).
 
-    python scripts/stats_simulations.py --out results/stats/simulations.csv
+    ood-bench simulations --out results/stats/simulations.csv
 
 Binormal scores (ID ~ N(0, 1), OOD ~ N(Δ, 1); ood_bench.stats.simulation) whose true metrics
 are known. One row per setting of:
@@ -22,19 +21,15 @@ Monte-Carlo uncertainty of the figure itself.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ood_bench.atomic import atomic_write  # noqa: E402
-from ood_bench.environment import git_sha, require_clean_tree  # noqa: E402
-from ood_bench.stats.simulation import (  # noqa: E402
+from ood_bench.atomic import atomic_write
+from ood_bench.environment import git_sha, require_clean_tree
+from ood_bench.stats.simulation import (
     bootstrap_coverage,
     bootstrap_type1,
     delong_coverage,
@@ -186,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.summary:
         print(summary(pd.read_csv(a.out)), end="")
         return 0
-    require_clean_tree(a.out, "stats_simulations.py")
+    require_clean_tree(a.out, "ood-bench simulations")
     t = time.perf_counter()
     df = simulate(a.draws, a.boot_draws, a.resamples, a.seed).assign(git_sha=git_sha())
     atomic_write(a.out, lambda p: df.to_csv(p, index=False, float_format="%.6g"))
