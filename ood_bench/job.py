@@ -29,6 +29,7 @@ from ood_bench.config import config_hash
 from ood_bench.data.base import Benchmark
 from ood_bench.environment import environment
 from ood_bench.errors import ConfigError
+from ood_bench.interrupt import JobInterrupted, interruptible
 from ood_bench.pipeline import build_benchmark
 from ood_bench.results import make_row, read_results, to_frame, write_csv
 from ood_bench.scores import SCORES_FILE, JobScores
@@ -173,6 +174,7 @@ def write_table(df: pd.DataFrame, path: Path) -> Path:
     )
 
 
+@interruptible  # SLURM's SIGTERM/SIGUSR2: a failed row saying why (ood_bench.interrupt)
 def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = None) -> None:
     """Run one job under Hydra: skip it when a complete result of the same config and backbone
     exists (unless ``rerun``), else ``evaluate`` it and write its tables, then ``metrics.csv``
@@ -220,7 +222,7 @@ def run_job(cfg: DictConfig, evaluate: Evaluate, detector_label: str | None = No
             out_dir,
         )
         result = evaluate(cfg, job, bench)
-    except Exception as e:
+    except (Exception, JobInterrupted) as e:
         log.exception("job failed: %s", e)
         job.update(status="failed", error=f"{type(e).__name__}: {e}"[:1000])
         path = write_csv(to_frame([make_row(job, "job", float("nan"))]), out_csv)
