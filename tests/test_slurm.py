@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from ood_bench.errors import ConfigError
 from ood_bench.results import read_results
 from ood_bench.slurm import NodeLimits, check_request, log_cause, parse_sinfo
-from tests.conftest import CONF, FAST_TRAIN, ROOT, run_module
+from tests.conftest import CONF, DATA, FAST_TRAIN, ROOT, run_module
 
 SMALL = ["ood_sets=[uniform_noise]", FAST_TRAIN]
 SETUP = "scripts/slurm_cluster.sh start (as root; SLURM_ACCOUNTING=1 adds slurmdbd + MariaDB)"
@@ -305,14 +305,19 @@ def test_a_task_over_its_time_limit_is_a_failed_row_time_limit(tmp_path):
 @pytest.mark.slurm
 @needs_cluster
 def test_a_task_over_its_memory_is_a_failed_row_out_of_memory(tmp_path):
+    if not (DATA / "MNIST").is_dir() or not (DATA / "FashionMNIST").is_dir():
+        pytest.skip(f"needs MNIST and FashionMNIST under {DATA} (OOD_BENCH_DATA)")
     sweep = tmp_path / "s"
     proc = start_sweep(
         tmp_path,
         "detector=pood_msp",
-        "hydra.launcher.mem_gb=1",  # a job peaks at ~1.3 GB
+        "hydra.launcher.mem_gb=1",  # MNIST's jobs peak at ~1.35 GB (digits' under 1 GB)
+        "benchmark=mnist_fashion",
+        "backbone=lenet",
+        "backbone.train.epochs=1",
+        f"data_root={DATA}",
         f"hydra.sweep.dir={sweep}",
         f"cache_dir={tmp_path / 'c'}",
-        *SMALL,
     )
     code, out = run_until(proc, 300)
     assert code == 1, out[-3000:]
