@@ -131,7 +131,9 @@ start_munge() {
 }
 
 start_database() {
-  local db="$SLURM_DIR/mysql"
+  local db="$SLURM_DIR/mysql" sock="$SLURM_DIR/mysqld/mysqld.sock"
+  mkdir -p "$SLURM_DIR/mysqld"
+  chown mysql:mysql "$SLURM_DIR/mysqld"  # socket and pid file of a server running as mysql
   if [ ! -d "$db/mysql" ]; then
     mkdir -p "$db"
     chown mysql:mysql "$db"
@@ -139,10 +141,10 @@ start_database() {
       --skip-test-db >"$SLURM_DIR/log/mariadb-install.out" 2>&1
   fi
   start_daemon mariadbd mariadbd --user=mysql --datadir="$db" --bind-address=127.0.0.1 \
-    --port="$DB_PORT" --socket="$SLURM_DIR/run/mysqld.sock" \
-    --pid-file="$SLURM_DIR/run/mariadbd.pid" --skip-log-bin
-  wait_for 60 mariadbd mariadb --socket="$SLURM_DIR/run/mysqld.sock" -uroot -e "select 1"
-  mariadb --socket="$SLURM_DIR/run/mysqld.sock" -uroot -e \
+    --port="$DB_PORT" --socket="$sock" \
+    --pid-file="$SLURM_DIR/mysqld/mariadbd.pid"
+  wait_for 60 mariadbd mariadb --socket="$sock" -uroot -e "select 1"
+  mariadb --socket="$sock" -uroot -e \
     "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
      CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
      GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
