@@ -323,9 +323,13 @@ class SlurmLauncher(SubmititSlurmLauncher):
         planned = self.plan(job_overrides, initial_job_idx)
         todo = self.skip_complete(planned)
         if todo:
-            limits = partition_limits(self.params.get("partition"))
-            if limits is not None:
-                check_request(self.params, limits)
+            try:
+                limits = partition_limits(self.params.get("partition"))
+                if limits is not None:
+                    check_request(self.params, limits)
+            except ConfigError as e:  # the message, not a traceback through Hydra's sweeper
+                log.error("%s", e)
+                raise SystemExit(1) from None
             self.submit(todo, submitit)
             self.wait(todo)
         return [p.result for p in planned]  # type: ignore[misc]
