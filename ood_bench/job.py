@@ -33,6 +33,7 @@ from ood_bench.data.base import Benchmark
 from ood_bench.environment import check_device, environment
 from ood_bench.errors import ConfigError
 from ood_bench.hashing import hash_obj
+from ood_bench.interrupt import JobInterrupted, interruptible
 from ood_bench.names import check_name, check_names, is_valid_name, suggest_name
 from ood_bench.pipeline import build_benchmark, check_memory_plan
 from ood_bench.results import make_row, read_results, to_frame, write_csv
@@ -255,6 +256,7 @@ def write_table(df: pd.DataFrame, path: Path) -> Path:
     )
 
 
+@interruptible  # SLURM's SIGTERM/SIGUSR2: a failed row saying why (ood_bench.interrupt)
 def run_job(
     cfg: DictConfig,
     evaluate: Evaluate,
@@ -328,7 +330,7 @@ def run_job(
         if cfg.get("results_dir"):  # before metrics.csv: a complete job has both
             shared = write_csv(df, shared_result(cfg.results_dir, chash, job["backbone_sha256"]))
         path = write_csv(df, out_csv)
-    except Exception as e:
+    except (Exception, JobInterrupted) as e:
         fail(e, job, out_csv, multirun)
         return
     log.info("wrote %d rows to %s%s", len(df), path, f" and {shared}" if shared else "")
