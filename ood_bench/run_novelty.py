@@ -48,7 +48,7 @@ from ood_bench.novelty import (
     summarise,
     true_classes,
 )
-from ood_bench.pipeline import Prepared, prepare, seed_everything
+from ood_bench.pipeline import Prepared, fitted_detector, prepare
 from ood_bench.results import make_row
 
 log = logging.getLogger("ood_bench.run_novelty")
@@ -231,16 +231,19 @@ def evaluate(
         backbone_sha256=prep.backbone.sha256,
         calib_source=prep.calib_source,
     )
-    seed_everything(int(cfg.seed))
-    detector = build(cfg.detector, "detector")
-    job["library"] = detector.library
-    if "ood_validation" in detector.needs:
-        raise ConfigError(f"{detector.name} tunes on OOD data: novelty detection cannot use it")
-    if "model" in detector.needs:
-        detector.bind(prep.backbone.model, cfg.device)
-    t0 = time.perf_counter()
-    fit_detector(detector, prep)
-    fit_s = time.perf_counter() - t0
+    fit_s = 0.0
+
+    def timed_fit(detector: Detector, prep: Prepared) -> None:
+        """:func:`fit_detector`, timed, for a detector that does not tune on OOD data."""
+        nonlocal fit_s
+        job["library"] = detector.library
+        if "ood_validation" in detector.needs:
+            raise ConfigError(f"{detector.name} tunes on OOD data: novelty detection cannot use it")
+        t0 = time.perf_counter()
+        fit_detector(detector, prep)
+        fit_s = time.perf_counter() - t0
+
+    detector = fitted_detector(cfg, prep, calibrate=False, fit=timed_fit)
     nd: NoveltyDetector = build(cfg.novelty, GROUP)
     nd.fit(detector, prep.fit, prep.calib)
     pool = Sample.concat([nd.sample(prep.calib), nd.sample(prep.test)])
