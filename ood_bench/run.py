@@ -72,13 +72,9 @@ def evaluate_scored(
     rows = [
         make_row(
             job, "id_acc", accuracy(test_f.predictions(), test_f.labels.numpy()), n_id=len(s_id)
-        )
+        ),
+        *score_rows(job, s_id, s_ood, bench),
     ]
-    for s in bench.ood:
-        for metric, value in ood_metrics(s_id, s_ood[s.name]).items():
-            rows.append(
-                make_row(job, metric, value, s.name, s.group, len(s_id), len(s_ood[s.name]))
-            )
     p_id: np.ndarray | None = None
     p_ood: dict[str, np.ndarray] = {}
     if detector.gives_pvalues:
@@ -106,6 +102,17 @@ def evaluate_scored(
         rows.append(make_row(job, "tuned_on_ood", 1.0, tuned_on, "validation"))
     scores.meta["backbone_sha256"] = job.get("backbone_sha256")
     return rows, scores
+
+
+def score_rows(
+    job: dict[str, Any], s_id: np.ndarray, s_ood: dict[str, np.ndarray], bench: Benchmark
+) -> list[dict[str, Any]]:
+    """The score metrics (:func:`~ood_bench.metrics.ood_metrics`) of every OOD set."""
+    return [
+        make_row(job, metric, value, s.name, s.group, len(s_id), len(s_ood[s.name]))
+        for s in bench.ood
+        for metric, value in ood_metrics(s_id, s_ood[s.name]).items()
+    ]
 
 
 def tune_on_ood(detector: Detector, prep: Prepared) -> str | None:

@@ -199,23 +199,8 @@ def get_backbone(
     model = build_model(arch, **kwargs)
     check_input_size(model, arch, benchmark)
     tcfg = TrainConfig(**(train or {}))
-    info: dict[str, Any] = {}
     if checkpoint:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise CheckpointError(
-                f"checkpoint {path} not found. Fix: give an existing file in "
-                "backbone.checkpoint, or set it to null to train one."
-            )
-        digest = sha256_file(path)
-        if sha256 and digest != sha256:
-            raise CheckpointError(
-                f"checkpoint {path} has sha256 {digest}, expected {sha256}: "
-                "the file changed or is another model. Fix: use the right "
-                "file or update backbone.sha256."
-            )
-        load_state(model, path, arch)
-        info = checkpoint_card(path, digest)
+        path, digest, info = _load_file(model, arch, checkpoint, sha256)
     else:
         path, identity = trained_checkpoint_path(
             arch, benchmark, cache_dir, seed, train, arch_kwargs
@@ -250,6 +235,28 @@ def get_backbone(
     return Backbone(
         name or arch, model, digest, path, list(taps or found_taps), penultimate or found_pen, info
     )
+
+
+def _load_file(
+    model: nn.Module, arch: str, checkpoint: str, sha256: str | None
+) -> tuple[Path, str, dict[str, Any]]:
+    """Load a given ``checkpoint`` file into ``model`` (sha256-checked when ``sha256`` is given):
+    its path, its digest and what its harness card says (:func:`checkpoint_card`)."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} not found. Fix: give an existing file in "
+            "backbone.checkpoint, or set it to null to train one."
+        )
+    digest = sha256_file(path)
+    if sha256 and digest != sha256:
+        raise CheckpointError(
+            f"checkpoint {path} has sha256 {digest}, expected {sha256}: "
+            "the file changed or is another model. Fix: use the right "
+            "file or update backbone.sha256."
+        )
+    load_state(model, path, arch)
+    return path, digest, checkpoint_card(path, digest)
 
 
 def trained_on(backbone: Backbone, data: ImageSet) -> bool:
