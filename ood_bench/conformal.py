@@ -101,16 +101,7 @@ class ConformalCalibrator:
         self.calib_by_class_ = {}
         self.fell_back_ = False
         if self.class_conditional:
-            n_classes = max(self.num_classes, int(pred.max()) + 1 if len(pred) else 0)
-            by_class = {c: np.sort(t[pred == c]) for c in range(n_classes)}
-            short = [c for c, ref in by_class.items() if self.p_min_of(len(ref)) > self.alpha]
-            if short:
-                self._cannot_reach(short, {c: len(ref) for c, ref in by_class.items()})
-            # all classes, not only the short ones: marginal p-values for some classes and
-            # per-class ones for the others need not be valid even marginally
-            self.fell_back_ = bool(short) and self.mondrian_fallback == "marginal"
-            if not self.fell_back_:
-                self.calib_by_class_ = by_class
+            self._fit_classes(t, pred)
         if not self.verbose:
             return self
         if self.calibration != "class_conditional" and self.p_min_of(len(t)) > self.alpha:
@@ -125,6 +116,20 @@ class ConformalCalibrator:
             )
         self._log_p_min()
         return self
+
+    def _fit_classes(self, t: np.ndarray, pred: np.ndarray) -> None:
+        """The per-class references (Mondrian), or the marginal fallback when a class's
+        reference cannot reach alpha and the fallback says so."""
+        n_classes = max(self.num_classes, int(pred.max()) + 1 if len(pred) else 0)
+        by_class = {c: np.sort(t[pred == c]) for c in range(n_classes)}
+        short = [c for c, ref in by_class.items() if self.p_min_of(len(ref)) > self.alpha]
+        if short:
+            self._cannot_reach(short, {c: len(ref) for c, ref in by_class.items()})
+        # all classes, not only the short ones: marginal p-values for some classes and
+        # per-class ones for the others need not be valid even marginally
+        self.fell_back_ = bool(short) and self.mondrian_fallback == "marginal"
+        if not self.fell_back_:
+            self.calib_by_class_ = by_class
 
     def p_min_of(self, n: int) -> float:
         """Smallest p-value n calibration scores give, with this calibrator's correction."""
