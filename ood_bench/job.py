@@ -35,7 +35,7 @@ from ood_bench.errors import ConfigError
 from ood_bench.hashing import hash_obj
 from ood_bench.interrupt import JobInterrupted, interruptible
 from ood_bench.names import check_name, check_names, is_valid_name, suggest_name
-from ood_bench.pipeline import build_benchmark, check_memory_plan
+from ood_bench.pipeline import build_benchmark, check_memory_plan, seed_of
 from ood_bench.results import make_row, read_results, to_frame, write_csv
 from ood_bench.scores import SCORES_FILE, JobScores
 from ood_bench.scores import save as save_scores
@@ -89,14 +89,6 @@ def complete_sha(path: Path, chash: str) -> str | None:
 def shared_result(results_dir: str | Path, chash: str, backbone_sha256: str) -> Path:
     """Where a finished job leaves its rows in ``results_dir``: one file per (config, backbone)."""
     return Path(results_dir).expanduser() / "jobs" / f"{chash}-{backbone_sha256[:12]}.csv"
-
-
-def seed_of(cfg: DictConfig) -> int:
-    """The job's seed as an int; a clear error for anything else (e.g. ``seed=abc``)."""
-    try:
-        return int(str(cfg.seed))
-    except (TypeError, ValueError):
-        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}. Fix: e.g. seed=0") from None
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -37,8 +37,8 @@ def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:
     features); returns the figure names."""
     from sklearn.metrics import RocCurveDisplay
 
-    from ood_bench.config import build, compose
-    from ood_bench.pipeline import prepare
+    from ood_bench.config import compose
+    from ood_bench.pipeline import fitted_detector, prepare
 
     bench_name, dets = spec.split(":", 1)
     detectors = dets.split(",")
@@ -60,7 +60,7 @@ def roc_figures(spec: str, out: Path, cache_dir: str | None) -> list[str]:
         layout="constrained",
     )
     for i, (name, cfg) in enumerate(cfgs.items()):
-        det = build(cfg.detector, "detector").fit(prep.fit, prep.calib)
+        det = fitted_detector(cfg, prep, calibrate=False)  # seeded, bound, fitted
         s_id = det.score(prep.test)
         for j, (set_name, feats) in enumerate(prep.ood.items()):
             s_ood = det.score(feats)

@@ -1,6 +1,8 @@
-"""The shared front half of every job: data, backbone, cached features.
+"""The shared steps of every job: data, backbone, cached features (:func:`prepare`), then the
+detector built, bound, seeded and fitted (:func:`fitted_detector`).
 
-Used by the runner and by analysis scripts, so both see the same splits and the same cache.
+Used by the runner, the novelty job and analysis scripts, so all see the same splits, the same
+cache and the same detector step.
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ import importlib
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ood_bench.backbones import Backbone, trained_on
+from ood_bench.calibration import with_calibration
 from ood_bench.config import build
 from ood_bench.corruptions import CorruptionConfig, apply_corruption, attack_ood
 from ood_bench.data.base import CALIB_SOURCES, Benchmark, ImageSet, calib_test_fraction
@@ -33,6 +38,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def seed_of(cfg: DictConfig) -> int:
+    """The job's seed as an int; a clear error for anything else (e.g. ``seed=abc``)."""
+    try:
+        return int(str(cfg.seed))
+    except (TypeError, ValueError):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}. Fix: e.g. seed=0") from None
 
 
 @dataclass
@@ -283,7 +296,6 @@ def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
     ``bench``: the job's benchmark when already built (:func:`build_benchmark`)."""
     source = calib_source_of(cfg)
     device = check_device(str(cfg.device))
-    seed_everything(int(cfg.seed))
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     if bench is None:
         check_memory_plan(cfg)
@@ -322,15 +334,39 @@ def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
     return Prepared(bench, backbone, extractor, fit_f, calib_f, test_f, ood_f, calib_source)
 
 
+def fit_on_splits(detector: Any, prep: Prepared) -> None:
+    """The default fit of :func:`fitted_detector`: on the ``fit`` and ``calib`` splits."""
+    detector.fit(prep.fit, prep.calib)
+
+
+def fitted_detector(
+    cfg: DictConfig,
+    prep: Prepared,
+    *,
+    calibrate: bool,
+    fit: Callable[[Any, Prepared], None] = fit_on_splits,
+) -> Any:
+    """The job's one detector step: seed the global generators (once per job; :func:`prepare`
+    does not), build ``cfg.detector``, wrap it in the ``calibration`` option when the job wants
+    p-values (``calibrate``: :func:`~ood_bench.calibration.with_calibration`), bind it to the
+    backbone when it needs the network, and fit it (``fit``: how, by default
+    :func:`fit_on_splits`). The job, the novelty job and the cross-checks all go through here."""
+    seed = seed_of(cfg)
+    seed_everything(seed)
+    detector = build(cfg.detector, "detector")
+    if calibrate:
+        detector = with_calibration(detector, cfg.get("calibration", "marginal"), seed)
+    if "model" in detector.needs:
+        detector.bind(prep.backbone.model, cfg.device)
+    fit(detector, prep)
+    return detector
+
+
 def detector_aurocs(cfg: DictConfig, prep: Prepared) -> dict[str, float]:
-    """Build ``cfg.detector`` (seeded, bound to the backbone when it needs the network), fit it
-    on the prepared splits and return its AUROC per OOD set: the comparison scripts' one step."""
+    """``cfg.detector`` through :func:`fitted_detector` (no calibration layer) and its AUROC per
+    OOD set: the comparison scripts' one step."""
     from ood_bench.metrics import ood_metrics
 
-    seed_everything(int(cfg.seed))
-    det = build(cfg.detector, "detector")
-    if "model" in det.needs:
-        det.bind(prep.backbone.model, cfg.device)
-    det.fit(prep.fit, prep.calib)
+    det = fitted_detector(cfg, prep, calibrate=False)
     s_id = det.score(prep.test, "test")
     return {n: ood_metrics(s_id, det.score(f, n))["auroc"] for n, f in prep.ood.items()}

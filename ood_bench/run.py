@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ood_bench.calibration import CalibratedDetector, with_calibration
-from ood_bench.config import build
+from ood_bench.calibration import CalibratedDetector
 from ood_bench.data.base import Benchmark
+from ood_bench.detectors.base import Detector
 from ood_bench.errors import ConfigError
-from ood_bench.job import JobResult, peak_rss_mb, run_job, seed_of
+from ood_bench.job import JobResult, peak_rss_mb, run_job
 from ood_bench.metrics import ALPHAS, accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
-from ood_bench.pipeline import prepare, seed_everything
+from ood_bench.pipeline import Prepared, fitted_detector, prepare
 from ood_bench.results import make_row
 from ood_bench.scores import JobScores, ScoreSet
 
@@ -41,46 +41,27 @@ def evaluate_scored(
 ) -> tuple[list[dict[str, Any]], JobScores]:
     """:func:`evaluate`'s rows and the per-sample scores (and p-values) behind them."""
     prep = prepare(cfg, bench)
-    bench, extractor = prep.bench, prep.extractor
-    fit_f, calib_f, test_f, ood_f = prep.fit, prep.calib, prep.test, prep.ood
+    extractor, test_f = prep.extractor, prep.test
     job.update(
-        id_dataset=bench.id_name,
+        id_dataset=prep.bench.id_name,
         backbone_sha256=prep.backbone.sha256,
         calib_source=prep.calib_source,
     )
 
-    seed_everything(seed_of(cfg))
-    detector = with_calibration(
-        build(cfg.detector, "detector"), cfg.get("calibration", "marginal"), seed_of(cfg)
-    )
-    job["library"] = detector.library
-    if "model" in detector.needs:
-        detector.bind(prep.backbone.model, cfg.device)
     tuned_on: str | None = None
-    t0 = time.perf_counter()
-    if "ood_validation" in detector.needs:
-        # hyperparameter search on OOD data: the set it tunes on is not evaluated, and the rows say
-        tuned_on = detector.search_ood or bench.ood[0].name
-        if tuned_on not in ood_f:
-            raise ConfigError(
-                f"search_ood={tuned_on!r} is not an OOD set of {bench.name}: "
-                f"choose from {sorted(ood_f)}"
-            )
-        if set(ood_f) == {tuned_on}:
-            raise ConfigError(
-                f"{detector.name} tunes its hyperparameters on OOD set {tuned_on!r}, which is "
-                "then not evaluated, and no other OOD set is left to evaluate. Fix: select "
-                "more sets (ood_sets=[...] or ood_sets=null), or switch the search off."
-            )
-        detector.tune(calib_f, ood_f.pop(tuned_on))
-        bench = bench.select_ood([s.name for s in bench.ood if s.name != tuned_on])
-        log.warning(
-            "%s tuned its hyperparameters on OOD set %s (excluded from evaluation)",
-            detector.name,
-            tuned_on,
-        )
-    detector.fit(fit_f, calib_f)
-    fit_s = time.perf_counter() - t0
+    fit_s = 0.0
+
+    def tune_and_fit(detector: Detector, prep: Prepared) -> None:
+        """Tune on an OOD set when the detector searches its hyperparameters, then fit (timed)."""
+        nonlocal tuned_on, fit_s
+        job["library"] = detector.library
+        t0 = time.perf_counter()
+        tuned_on = tune_on_ood(detector, prep)
+        detector.fit(prep.fit, prep.calib)
+        fit_s = time.perf_counter() - t0
+
+    detector = fitted_detector(cfg, prep, calibrate=True, fit=tune_and_fit)
+    bench, ood_f = prep.bench, prep.ood
 
     t0 = time.perf_counter()
     s_id = detector.score(test_f, bench.split("test").name)
@@ -91,13 +72,9 @@ def evaluate_scored(
     rows = [
         make_row(
             job, "id_acc", accuracy(test_f.predictions(), test_f.labels.numpy()), n_id=len(s_id)
-        )
+        ),
+        *score_rows(job, s_id, s_ood, bench),
     ]
-    for s in bench.ood:
-        for metric, value in ood_metrics(s_id, s_ood[s.name]).items():
-            rows.append(
-                make_row(job, metric, value, s.name, s.group, len(s_id), len(s_ood[s.name]))
-            )
     p_id: np.ndarray | None = None
     p_ood: dict[str, np.ndarray] = {}
     if detector.gives_pvalues:
@@ -125,6 +102,45 @@ def evaluate_scored(
         rows.append(make_row(job, "tuned_on_ood", 1.0, tuned_on, "validation"))
     scores.meta["backbone_sha256"] = job.get("backbone_sha256")
     return rows, scores
+
+
+def score_rows(
+    job: dict[str, Any], s_id: np.ndarray, s_ood: dict[str, np.ndarray], bench: Benchmark
+) -> list[dict[str, Any]]:
+    """The score metrics (:func:`~ood_bench.metrics.ood_metrics`) of every OOD set."""
+    return [
+        make_row(job, metric, value, s.name, s.group, len(s_id), len(s_ood[s.name]))
+        for s in bench.ood
+        for metric, value in ood_metrics(s_id, s_ood[s.name]).items()
+    ]
+
+
+def tune_on_ood(detector: Detector, prep: Prepared) -> str | None:
+    """The OOD set a detector that searches its hyperparameters on OOD data tunes on (None for
+    any other detector): that set is taken out of ``prep`` (not evaluated, and the rows say)."""
+    if "ood_validation" not in detector.needs:
+        return None
+    bench, ood_f = prep.bench, prep.ood
+    tuned_on = detector.search_ood or bench.ood[0].name
+    if tuned_on not in ood_f:
+        raise ConfigError(
+            f"search_ood={tuned_on!r} is not an OOD set of {bench.name}: "
+            f"choose from {sorted(ood_f)}"
+        )
+    if set(ood_f) == {tuned_on}:
+        raise ConfigError(
+            f"{detector.name} tunes its hyperparameters on OOD set {tuned_on!r}, which is "
+            "then not evaluated, and no other OOD set is left to evaluate. Fix: select "
+            "more sets (ood_sets=[...] or ood_sets=null), or switch the search off."
+        )
+    detector.tune(prep.calib, ood_f.pop(tuned_on))
+    prep.bench = bench.select_ood([s.name for s in bench.ood if s.name != tuned_on])
+    log.warning(
+        "%s tuned its hyperparameters on OOD set %s (excluded from evaluation)",
+        detector.name,
+        tuned_on,
+    )
+    return tuned_on
 
 
 def pvalue_rows(

@@ -48,7 +48,7 @@ from ood_bench.novelty import (
     summarise,
     true_classes,
 )
-from ood_bench.pipeline import Prepared, prepare, seed_everything
+from ood_bench.pipeline import Prepared, fitted_detector, prepare
 from ood_bench.results import make_row
 
 log = logging.getLogger("ood_bench.run_novelty")
@@ -219,6 +219,20 @@ def fit_detector(detector: Detector, prep: Prepared) -> None:
         ) from e
 
 
+def log_scenario(name: str, n_trials: int, seconds: float, summary: dict[str, Any]) -> None:
+    """One log line per scenario: its trials, time and the summary cells that say something."""
+    cells = scenario_cells(summary)
+    said = ", ".join(f"{k} {v}" for k, v in cells.items() if k != "trials" and v != "–")
+    log.info("scenario %s: %d trials in %.1f s: %s", name, n_trials, seconds, said)
+
+
+def trial_frame(job: dict[str, Any], trials: list[Any]) -> pd.DataFrame:
+    """A scenario's trials as rows, with the job's identity."""
+    return pd.DataFrame([trial_record(tr) for tr in trials]).assign(
+        run_id=job["run_id"], benchmark=job["benchmark"], detector=job["detector"], seed=job["seed"]
+    )
+
+
 def evaluate(
     cfg: DictConfig, job: dict[str, Any], bench: Benchmark | None = None
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
@@ -231,16 +245,19 @@ def evaluate(
         backbone_sha256=prep.backbone.sha256,
         calib_source=prep.calib_source,
     )
-    seed_everything(int(cfg.seed))
-    detector = build(cfg.detector, "detector")
-    job["library"] = detector.library
-    if "ood_validation" in detector.needs:
-        raise ConfigError(f"{detector.name} tunes on OOD data: novelty detection cannot use it")
-    if "model" in detector.needs:
-        detector.bind(prep.backbone.model, cfg.device)
-    t0 = time.perf_counter()
-    fit_detector(detector, prep)
-    fit_s = time.perf_counter() - t0
+    fit_s = 0.0
+
+    def timed_fit(detector: Detector, prep: Prepared) -> None:
+        """:func:`fit_detector`, timed, for a detector that does not tune on OOD data."""
+        nonlocal fit_s
+        job["library"] = detector.library
+        if "ood_validation" in detector.needs:
+            raise ConfigError(f"{detector.name} tunes on OOD data: novelty detection cannot use it")
+        t0 = time.perf_counter()
+        fit_detector(detector, prep)
+        fit_s = time.perf_counter() - t0
+
+    detector = fitted_detector(cfg, prep, calibrate=False, fit=timed_fit)
     nd: NoveltyDetector = build(cfg.novelty, GROUP)
     nd.fit(detector, prep.fit, prep.calib)
     pool = Sample.concat([nd.sample(prep.calib), nd.sample(prep.test)])
@@ -263,27 +280,12 @@ def evaluate(
         t1 = time.perf_counter()
         trials, frames, n_id, n_ood = run_scenario(cfg, sc, nd, pool, sets, bench)
         summary = summarise(trials, sc)
-        log.info(
-            "scenario %s: %d trials in %.1f s: %s",
-            name,
-            len(trials),
-            time.perf_counter() - t1,
-            ", ".join(
-                f"{k} {v}" for k, v in scenario_cells(summary).items() if k != "trials" and v != "–"
-            ),
-        )
+        log_scenario(str(name), len(trials), time.perf_counter() - t1, summary)
         rows += [
             make_row(job, metric, value, sc.name, GROUP, n_id or None, n_ood or None)
             for metric, value in summary.items()
         ]
-        trial_frames.append(
-            pd.DataFrame([trial_record(tr) for tr in trials]).assign(
-                run_id=job["run_id"],
-                benchmark=job["benchmark"],
-                detector=job["detector"],
-                seed=job["seed"],
-            )
-        )
+        trial_frames.append(trial_frame(job, trials))
         sample_frames += frames
     runtime = {
         "extract_s": prep.extractor.extract_s,

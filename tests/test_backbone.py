@@ -26,7 +26,7 @@ def test_checkpoint_is_reused_not_retrained(digits_bench, tmp_path):
     assert a.sha256 in meta and '"epochs": 2' in meta
 
 
-def test_train_backbone_script_card_and_reuse(tmp_path):
+def test_train_backbone_script_card_and_reuse(tmp_path, digits_bench):
     import json
 
     from ood_bench.results import read_results
@@ -43,7 +43,12 @@ def test_train_backbone_script_card_and_reuse(tmp_path):
         cwd=tmp_path,
     )
     card = json.loads((tmp_path / "ck" / "digits_cnn_digits_s0.json").read_text())
-    assert {"id_test_acc", "sha256", "epochs", "wall_s", "versions"} <= set(card)
+    assert {"id_test_acc", "sha256", "wall_s", "versions"} <= set(card)
+    # the package's one card format (backbones.cards.save_checkpoint), as the cache writes it
+    own = get_backbone("digits_cnn", digits_bench, tmp_path / "own", train={"epochs": 2})
+    cached = json.loads(own.checkpoint.with_suffix(".json").read_text())
+    assert set(cached) <= set(card) and set(card["identity"]) == set(cached["identity"])
+    assert card["identity"]["train"]["epochs"] == 2
     assert card["threads"] == 1  # the weights depend on it
     use = [line for line in proc.stdout.splitlines() if line.startswith("use it:")][0]
     args = use.removeprefix("use it: ").split()
@@ -126,3 +131,21 @@ def test_cifar_cnn_recipe_runs_and_learns_on_a_toy_task():
     assert not model.training
     assert model.stem[0].weight.is_contiguous()
     assert model_accuracy(model, DataLoader(TensorDataset(x, y), batch_size=128)) > 0.9
+
+
+def test_the_committed_training_cards_read_in_the_one_format():
+    import json
+
+    from ood_bench.backbones.cards import IDENTITY_KEYS, normalized_card
+    from ood_bench.docsync.results import training_cards
+    from tests.conftest import ROOT
+
+    paths = sorted((ROOT / "results" / "backbones").glob("*.json"))
+    assert paths, "no committed training card"
+    for path in paths:
+        card = normalized_card(json.loads(path.read_text()))
+        assert set(card["identity"]) == set(IDENTITY_KEYS), path
+        assert card["identity"]["train"]["epochs"] > 0 and card["identity"]["arch"] == "cifar_cnn"
+        assert card["identity"]["train_data"]["split"] == "train"
+    table = training_cards(ROOT / "results")
+    assert all(f"`results/backbones/{p.name}`" in table for p in paths)

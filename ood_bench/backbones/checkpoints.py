@@ -4,7 +4,6 @@ the card that records how it was made."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import time
@@ -17,8 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ood_bench.atomic import atomic_torch_save, atomic_write_text, lock_unless_read_only
+from ood_bench.atomic import lock_unless_read_only
 from ood_bench.backbones.architectures import build_model, check_input_size
+from ood_bench.backbones.cards import checkpoint_card, read_card, save_checkpoint
 from ood_bench.backbones.taps import find_taps
 from ood_bench.backbones.training import TrainConfig, model_accuracy, train_classifier
 from ood_bench.data.base import Benchmark, ImageSet
@@ -82,12 +82,30 @@ def _state_diff(model: nn.Module, state: dict) -> str:
     return f"(missing {missing}, unexpected {extra}, shape mismatches {shapes})"
 
 
-def _model_kwargs(benchmark: Benchmark, arch_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+def model_kwargs(benchmark: Benchmark, arch_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     """The architecture's arguments: the benchmark's classes and channels, then the option's."""
     return {
         "num_classes": benchmark.num_classes,
         "in_channels": benchmark.in_channels,
         **(arch_kwargs or {}),
+    }
+
+
+def checkpoint_identity(
+    arch: str,
+    benchmark: Benchmark,
+    seed: int,
+    train: dict[str, Any] | None,
+    arch_kwargs: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What made a checkpoint (the ``identity`` of its card): architecture, its arguments, the
+    training data spec, training config, seed."""
+    return {
+        "arch": arch,
+        "kwargs": model_kwargs(benchmark, arch_kwargs),
+        "train_data": benchmark.split("train").spec,
+        "train": TrainConfig(**(train or {})).identity(),
+        "seed": seed,
     }
 
 
@@ -101,13 +119,7 @@ def trained_checkpoint_path(
 ) -> tuple[Path, dict[str, Any]]:
     """Where a self-trained checkpoint lives in ``cache_dir`` and the identity it is named by:
     (architecture, its arguments, the training data spec, training config, seed)."""
-    identity = {
-        "arch": arch,
-        "kwargs": _model_kwargs(benchmark, arch_kwargs),
-        "train_data": benchmark.split("train").spec,
-        "train": TrainConfig(**(train or {})).identity(),
-        "seed": seed,
-    }
+    identity = checkpoint_identity(arch, benchmark, seed, train, arch_kwargs)
     return Path(cache_dir) / "checkpoints" / f"{arch}-{hash_obj(identity)[:16]}.pt", identity
 
 
@@ -128,7 +140,7 @@ def known_sha256(
         path = Path(checkpoint).expanduser()
         return sha256_file(path) if path.is_file() else None
     path, _identity = trained_checkpoint_path(arch, benchmark, cache_dir, seed, train, arch_kwargs)
-    card = _read_card(path.with_suffix(".json"))
+    card = read_card(path.with_suffix(".json"))
     if not path.is_file() or card is None:
         return None
     digest = sha256_file(path)
@@ -182,28 +194,13 @@ def get_backbone(
     file's sha256 lies beside it (:func:`trained_on`).
     """
     sha256 = expected_sha256(sha256)
-    kwargs = _model_kwargs(benchmark, arch_kwargs)
+    kwargs = model_kwargs(benchmark, arch_kwargs)
     torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on prior RNG use
     model = build_model(arch, **kwargs)
     check_input_size(model, arch, benchmark)
     tcfg = TrainConfig(**(train or {}))
-    info: dict[str, Any] = {}
     if checkpoint:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise CheckpointError(
-                f"checkpoint {path} not found. Fix: give an existing file in "
-                "backbone.checkpoint, or set it to null to train one."
-            )
-        digest = sha256_file(path)
-        if sha256 and digest != sha256:
-            raise CheckpointError(
-                f"checkpoint {path} has sha256 {digest}, expected {sha256}: "
-                "the file changed or is another model. Fix: use the right "
-                "file or update backbone.sha256."
-            )
-        load_state(model, path, arch)
-        info = checkpoint_card(path, digest)
+        path, digest, info = _load_file(model, arch, checkpoint, sha256)
     else:
         path, identity = trained_checkpoint_path(
             arch, benchmark, cache_dir, seed, train, arch_kwargs
@@ -240,28 +237,26 @@ def get_backbone(
     )
 
 
-def checkpoint_card(path: Path, digest: str) -> dict[str, Any]:
-    """What the harness card beside a ``checkpoint`` file says about its training data:
-    ``{"train_data": spec, "card": path}`` when ``<file>.json`` was written by the harness (the
-    cache's card or ``ood-bench train``'s) for these very weights, else ``{}``."""
-    card_path = path.with_suffix(".json")
-    if not card_path.is_file():
-        return {}
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        card = None
-    if not isinstance(card, dict) or card.get("sha256") != digest:
-        log.info(
-            "%s does not describe checkpoint %s (unreadable, or another sha256): its training "
-            "data are unknown",
-            card_path,
-            path.name,
+def _load_file(
+    model: nn.Module, arch: str, checkpoint: str, sha256: str | None
+) -> tuple[Path, str, dict[str, Any]]:
+    """Load a given ``checkpoint`` file into ``model`` (sha256-checked when ``sha256`` is given):
+    its path, its digest and what its harness card says (:func:`checkpoint_card`)."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} not found. Fix: give an existing file in "
+            "backbone.checkpoint, or set it to null to train one."
         )
-        return {}
-    identity = card.get("identity")
-    train_data = card.get("train_data") or (identity or {}).get("train_data")
-    return {"train_data": train_data, "card": str(card_path)} if train_data else {}
+    digest = sha256_file(path)
+    if sha256 and digest != sha256:
+        raise CheckpointError(
+            f"checkpoint {path} has sha256 {digest}, expected {sha256}: "
+            "the file changed or is another model. Fix: use the right "
+            "file or update backbone.sha256."
+        )
+    load_state(model, path, arch)
+    return path, digest, checkpoint_card(path, digest)
 
 
 def trained_on(backbone: Backbone, data: ImageSet) -> bool:
@@ -293,7 +288,7 @@ def _load_or_train(
     with contextlib.suppress(OSError):  # a read-only cache may still hold the checkpoint
         path.parent.mkdir(parents=True, exist_ok=True)
     with lock_unless_read_only(path) as writable:
-        meta = _read_card(meta_path)
+        meta = read_card(meta_path)
         if path.is_file() and meta is not None:
             digest = sha256_file(path)
             if meta is not None and digest == meta.get("sha256"):
@@ -328,29 +323,6 @@ def in_memory(ds: Dataset) -> Dataset:
     return TensorDataset(torch.cat(xs), torch.cat(ys))
 
 
-def _read_card(meta_path: Path) -> dict[str, Any] | None:
-    """The checkpoint's JSON card, or None (with a warning naming the file) when it cannot be
-    read or parsed: the checkpoint is then retrained and the card rewritten. None, silently,
-    when there is no card yet."""
-    if not meta_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        meta, why = None, f"{type(e).__name__}: {e}"
-    else:
-        why = f"it holds a {type(meta).__name__}, not an object with a sha256"
-    if isinstance(meta, dict) and "sha256" in meta:
-        return meta
-    log.warning(
-        "checkpoint card %s is corrupt (%s): its checkpoint cannot be verified, so it is "
-        "retrained and the card rewritten",
-        meta_path,
-        why,
-    )
-    return None
-
-
 def _train_and_save(
     model: nn.Module,
     benchmark: Benchmark,
@@ -383,20 +355,8 @@ def _train_and_save(
     train_classifier(model, loader, tcfg, seed, device)
     train_s = time.perf_counter() - t0
     model.cpu()
-    atomic_torch_save(model.state_dict(), path)
-    digest = sha256_file(path)
     acc = model_accuracy(model, DataLoader(benchmark.split("test").dataset, batch_size=512))
-    meta = {
-        "sha256": digest,
-        "identity": identity,
-        "train_s": round(train_s, 3),
-        "id_test_acc": acc,
-        "torch": torch.__version__,
-        # not in the identity (one cache, one set of weights, whatever the job's threads), but
-        # the weights depend on it: recorded so a retrained checkpoint's other sha is explained
-        "threads": torch.get_num_threads(),
-    }
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str))
+    meta = save_checkpoint(model, path, identity, train_s=train_s, id_test_acc=acc)
     log.info(
         "trained %s in %.1f s (ID test accuracy %.2f%%); saved %s",
         identity["arch"],

@@ -3,15 +3,15 @@
     ood-bench train benchmark=mnist_fashion backbone=lenet data_root=DATA
     ood-bench train benchmark=cifar10_offline backbone=cifar_cnn data_root=DATA
 
-Writes ``<out_dir>/<backbone>_<benchmark>_s<seed>.pt`` (a state dict) and ``.json`` (test
-accuracy, sha256, epochs, threads, wall time, versions), then prints the arguments that make
+Writes ``<out_dir>/<backbone>_<benchmark>_s<seed>.pt`` (a state dict) and ``.json``, its card
+in the package's one format (:func:`ood_bench.backbones.cards.save_checkpoint`: sha256, identity,
+test accuracy, threads, training and wall time, versions), then prints the arguments that make
 the harness use it: the trained option (``backbone=digits_cnn``, so its architecture arguments,
 taps and name stay) with ``backbone.checkpoint=`` and ``backbone.sha256=``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,12 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from ood_bench.atomic import atomic_torch_save, atomic_write_text
 from ood_bench.backbones import TrainConfig, build_model, model_accuracy, train_classifier
-from ood_bench.backbones.checkpoints import in_memory
+from ood_bench.backbones.cards import save_checkpoint
+from ood_bench.backbones.checkpoints import checkpoint_identity, in_memory, model_kwargs
 from ood_bench.config import CONF_DIR, build
 from ood_bench.environment import environment
-from ood_bench.hashing import sha256_file
 from ood_bench.pipeline import seed_everything
 from ood_bench.threads import set_job_threads
 
@@ -45,11 +44,7 @@ def main(cfg: DictConfig) -> None:
     seed_everything(int(cfg.seed))
     bench = build(cfg.benchmark, "benchmark")
     b = cfg.backbone
-    kwargs = {
-        "num_classes": bench.num_classes,
-        "in_channels": bench.in_channels,
-        **OmegaConf.to_container(b.arch_kwargs or {}),
-    }
+    kwargs = model_kwargs(bench, OmegaConf.to_container(b.arch_kwargs or {}))
     torch.manual_seed(int(cfg.seed))
     model = build_model(b.arch, **kwargs)
     tcfg = TrainConfig(**OmegaConf.to_container(b.train))
@@ -76,24 +71,20 @@ def main(cfg: DictConfig) -> None:
     )
     model.cpu()
     out = Path(cfg.out_dir) / f"{b.name}_{bench.name}_s{cfg.seed}.pt"
-    atomic_torch_save(model.state_dict(), out)
-    digest = sha256_file(out)
-    card = {
-        "arch": b.arch,
-        "arch_kwargs": kwargs,
-        "benchmark": bench.name,
-        "train_data": bench.split("train").spec,
-        "seed": int(cfg.seed),
-        "train": vars(tcfg),
-        "epochs": tcfg.epochs,
-        "threads": threads,
-        "train_s": round(wall, 2),
-        "wall_s": round(time.perf_counter() - start, 2),  # the whole command: data, training, test
-        "id_test_acc": acc,
-        "sha256": digest,
-        "versions": versions,
-    }
-    atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2, default=str))
+    identity = checkpoint_identity(
+        b.arch, bench, int(cfg.seed), tcfg.identity(), OmegaConf.to_container(b.arch_kwargs or {})
+    )
+    card = save_checkpoint(
+        model,
+        out,
+        identity,
+        train_s=wall,
+        id_test_acc=acc,
+        wall_s=round(time.perf_counter() - start, 2),  # the whole command: data, training, test
+        versions=versions,
+        threads=threads,  # what set_job_threads set for the training
+    )
+    digest = card["sha256"]
     log.info(
         "test accuracy %.2f%% after %.1f s; wrote %s and its card %s",
         100 * acc,

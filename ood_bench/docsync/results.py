@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ood_bench import report
+from ood_bench.backbones.cards import normalized_card
 from ood_bench.docsync.common import _best, _md, _means, _raw, pct
 from ood_bench.results import one_result_per_job, read_results
 
@@ -242,14 +243,14 @@ def training_cards(results: Path) -> str:
     """The committed training cards of the backbones trained with ood-bench train."""
     rows = []
     for path in sorted((results / "backbones").glob("*.json")):
-        card = json.loads(path.read_text())
+        card = normalized_card(json.loads(path.read_text()))
         v = card.get("versions", {})
         rows.append(
             {
                 "card": f"`results/backbones/{path.name}`",
                 "backbone / benchmark": f"`{path.stem.rsplit('_s', 1)[0]}`",
                 "ID test accuracy (%)": pct(card["id_test_acc"], 2),
-                "epochs": str(card["epochs"]),
+                "epochs": str(card["identity"]["train"]["epochs"]),
                 "training (min)": f"{card['train_s'] / 60:.1f}",
                 "whole command (min)": f"{card['wall_s'] / 60:.1f}",
                 "machine": (

@@ -16,6 +16,7 @@ from ood_bench.config import check_types
 from ood_bench.detectors.base import Detector
 from ood_bench.detectors.pytorch_ood import catalogue as cat
 from ood_bench.detectors.pytorch_ood.bound import BoundNet
+from ood_bench.detectors.pytorch_ood.context import AdapterContext
 from ood_bench.detectors.pytorch_ood.feeds import Feed, select_feed
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
@@ -55,6 +56,7 @@ class PytorchOODDetector(Detector):
     ):
         """Look up the class, validate the settings, decide what the detector reads and needs;
         classes that need no model part are constructed once to check their hyperparameters."""
+        self.context = AdapterContext(name)  # before the base sets model (a view of it)
         super().__init__(name)
         classes = cat.pood_classes()
         if cls not in classes:
@@ -77,15 +79,47 @@ class PytorchOODDetector(Detector):
         self.search_ood = search_ood
         self.search_space = dict(search_space) if search_space else None
         self.needs = self._needs()
-        self.impl: Any = None
+        self.impl = None
         self.feed: Feed | None = None  # how it is fed, chosen when built
         self.best_params: dict[str, Any] | None = None
         self.forward_samples = 0  # images this detector pushed through the network
         self._val: tuple[Features, Features] | None = None
-        self.bound = BoundNet(self)
+        ctx = self.context
+        ctx.cls_name, ctx.klass, ctx.base = self.cls_name, self.klass, self.base
+        ctx.features_key, ctx.layers = self.features_key, self.layers
+        ctx.batch_size, ctx.needs = self.batch_size, self.needs
+        self.bound = ctx.bound = BoundNet(ctx)
         self.device = torch.device("cpu")
         if set(self.parts.values()) == {"none"} and cls not in cat.REQUIREMENTS:
             self.impl = self._construct({})  # built again in fit; values checked now
+
+    # the live state the bound network and the feeds read, held in their context
+    @property
+    def model(self) -> nn.Module | None:
+        """The bound network (None until :meth:`bind`)."""
+        return self.context.model
+
+    @model.setter
+    def model(self, value: nn.Module | None) -> None:
+        self.context.model = value
+
+    @property
+    def device(self) -> torch.device:
+        """Where the bound network and the library object run."""
+        return self.context.device
+
+    @device.setter
+    def device(self, value: torch.device) -> None:
+        self.context.device = value
+
+    @property
+    def impl(self) -> Any:
+        """The constructed pytorch-ood object (None until built)."""
+        return self.context.impl
+
+    @impl.setter
+    def impl(self, value: Any) -> None:
+        self.context.impl = value
 
     @property
     def kind(self) -> str:
@@ -177,7 +211,7 @@ class PytorchOODDetector(Detector):
         the parts of the model and of the feed it needs."""
         cat.check_requirements(self.name, self.cls_name, self._params, fit.logits.shape[1])
         cat.check_net(self.name, self.cls_name, self.bound.net, self.bound.backbone_name())
-        self.feed = select_feed(self, fit)
+        self.feed = select_feed(self.context, fit)
         parts = self.bound.parts(set(self.parts.values()), fit)
         parts.update(self.feed.parts(fit))
         cat.complete_params(self.cls_name, self._params, fit.penultimate.shape[1])

@@ -25,7 +25,7 @@ from ood_bench.errors import ConfigError
 from ood_bench.features import Features
 
 if TYPE_CHECKING:
-    from ood_bench.detectors.pytorch_ood.adapter import PytorchOODDetector
+    from ood_bench.detectors.pytorch_ood.context import AdapterContext
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class BoundNet:
     """The detector's view of its bound model: ``net()`` is the private copy (made once, its
     forward passes counted by ``counter``); the other methods cut parts from it."""
 
-    def __init__(self, det: PytorchOODDetector):
+    def __init__(self, det: AdapterContext):
         """Serve ``det`` (its name, class, ``model``, ``device`` and ``layers`` are read live:
         the model is bound after construction)."""
         self.det = det

@@ -36,7 +36,7 @@ from ood_bench.errors import ConfigError
 from ood_bench.features import Features
 
 if TYPE_CHECKING:
-    from ood_bench.detectors.pytorch_ood.adapter import PytorchOODDetector
+    from ood_bench.detectors.pytorch_ood.context import AdapterContext
 
 Loaders = tuple[DataLoader, DataLoader, dict[str, Any]]
 
@@ -70,7 +70,7 @@ class Feed:
     #: scores come from cached representations (no forward pass)
     cached: ClassVar[bool] = False
 
-    def __init__(self, det: PytorchOODDetector):
+    def __init__(self, det: AdapterContext):
         self.det = det
 
     # -- reading ---------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ class ModelMapsFeed(ImageFeed):
 
     kind = "maps_model"
 
-    def __init__(self, det: PytorchOODDetector, tap: str):
+    def __init__(self, det: AdapterContext, tap: str):
         super().__init__(det)
         self.split = TapSplit(det.bound.net(), tap)
 
@@ -345,7 +345,7 @@ FEEDS: dict[str, type[Feed]] = {
 }
 
 
-def _maps_feed(det: PytorchOODDetector, fit: Features) -> Feed:
+def _maps_feed(det: AdapterContext, fit: Features) -> Feed:
     """Cached penultimate features as 1×1 maps, or a module's 4-D output from the model."""
     key, cls = det.features_key, det.cls_name
     penultimate = key == "penultimate"
@@ -363,7 +363,7 @@ def _maps_feed(det: PytorchOODDetector, fit: Features) -> Feed:
     return ModelMapsFeed(det, key)
 
 
-def _check_tap_maps(det: PytorchOODDetector, fit: Features) -> None:
+def _check_tap_maps(det: AdapterContext, fit: Features) -> None:
     """A ConfigError unless ``features`` is a module of the model; NotApplicable unless it
     outputs N×C×H×W maps (with H·W > 1 for spatial-only methods)."""
     key, cls = det.features_key, det.cls_name
@@ -383,7 +383,7 @@ def _check_tap_maps(det: PytorchOODDetector, fit: Features) -> None:
         raise NotApplicable(f"{det.name}: tap {key!r} has 1×1 maps; {cls}: {SPATIAL_ONLY[cls]}")
 
 
-def select_feed(det: PytorchOODDetector, fit: Features) -> Feed:
+def select_feed(det: AdapterContext, fit: Features) -> Feed:
     """The feed of ``det``'s class (:func:`~.catalogue.feed_kind`); feature maps are cached
     or from the model depending on ``features``."""
     kind = feed_kind(det.klass)
