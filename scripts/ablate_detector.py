@@ -83,9 +83,9 @@ def variant(cfg_det: Any, change: dict[str, Any], penultimate: str) -> StatDetec
     det = build(cfg_det, "detector")
     if not isinstance(det, StatDetector):
         raise SystemExit(f"{cfg_det.name} is not a statistical detector (stat_*)")
-    for key, value in change.items():
-        det.cfg[key] = [penultimate] if value == "penultimate" else value
-    return det
+    return det.with_options(
+        **{key: [penultimate] if value == "penultimate" else value for key, value in change.items()}
+    )
 
 
 def evaluate(det: StatDetector, prep: Any) -> tuple[list[dict[str, Any]], np.ndarray]:
@@ -117,12 +117,12 @@ def layer_rows(det: StatDetector, cfg_det: Any, prep: Any) -> list[dict[str, Any
     """Each layer's p-value alone (−log p as score) and the preset without that layer."""
     p_id, rows = det.layer_pvalues(prep.test), []
     p_ood = {name: det.layer_pvalues(f) for name, f in prep.ood.items()}
-    for j, key in enumerate(det.keys):
-        without = build(cfg_det, "detector")
+    for j, key in enumerate(det.keys_):
         if key == "logits":
-            without.cfg["output_test"] = None
+            without = build(cfg_det, "detector").with_options(output_test=None)
         else:
-            without.cfg["layers"] = [tap_name(k) for k in det.keys if k not in (key, "logits")]
+            kept = [tap_name(k) for k in det.keys_ if k not in (key, "logits")]
+            without = build(cfg_det, "detector").with_options(layers=kept)
         without.fit(prep.fit, prep.calib)
         s_wo = without.score(prep.test)
         for name, f in prep.ood.items():

@@ -129,16 +129,15 @@ def layer_auroc(cfg_det, prep, out: Path) -> None:
     """AUROC of each layer p-value (−log p as score) per tail, for each OOD set."""
     rows = []
     for tail in TAILS:
-        det = build(cfg_det, "detector")
-        det.cfg["tail"] = tail
+        det = build(cfg_det, "detector").with_options(tail=tail)
         det.fit_reference(prep.fit)
         p_id = det.layer_pvalues(prep.test)
         for name, f in prep.ood.items():
             p_ood = det.layer_pvalues(f)
-            for j, key in enumerate(det.keys):
+            for j, key in enumerate(det.keys_):
                 auc = ood_metrics(-np.log(p_id[:, j]), -np.log(p_ood[:, j]))["auroc"]
                 rows.append({"tail": tail, "layer": key, "ood_dataset": name, "auroc": auc})
-        if det.cfg["statistic"] != "channel":
+        if det.options.statistic != "channel":
             break  # distance statistics are one-sided by construction: one pass is enough
     df = pd.DataFrame(rows)
     save_csv(df, out, "layer_auroc")
@@ -162,8 +161,7 @@ def combination_ablation(cfg_det, prep, out: Path) -> None:
     )
     for within in withins:
         for across in ("fisher", "stouffer", "tippett", "simes", "cauchy", "hmp"):
-            det = build(cfg_det, "detector")
-            det.cfg.update(within=within, across=across)
+            det = build(cfg_det, "detector").with_options(within=within, across=across)
             det.fit(prep.fit, prep.calib)
             s_id, p_id = det.score(prep.test), det.pvalues(prep.test)
             aucs = [ood_metrics(s_id, det.score(f))["auroc"] for f in prep.ood.values()]
@@ -209,7 +207,7 @@ def calib_size(cfg_det, prep, out: Path, redraws: int, seed: int) -> None:
 def layer_correlation(det: StatDetector, test: Features, out: Path) -> None:
     """Spearman correlation of the layer p-values on ID test (figure and CSV)."""
     p = det.layer_pvalues(test)
-    corr = pd.DataFrame(p, columns=det.keys).corr(method="spearman")
+    corr = pd.DataFrame(p, columns=det.keys_).corr(method="spearman")
     atomic_write(out / "layer_correlation.csv", lambda f: corr.to_csv(f, float_format="%.4f"))
     fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(corr), 1.2 + 0.6 * len(corr)))
     im = ax.imshow(corr.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")

@@ -22,8 +22,7 @@ def preset(option: str, **changes) -> StatDetector:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(config_name="config", overrides=[f"detector={option}"])
     det = build(cfg.detector, "detector")
-    det.cfg.update(changes)
-    return det
+    return det.with_options(**changes) if changes else det
 
 
 def subset(f: Features, idx: np.ndarray) -> Features:
@@ -125,7 +124,7 @@ def test_presets_detect_far_ood(option, digits_features):
     assert ((p > 0) & (p <= 1)).all()
     # score and calibrated p-value tell the same story: p is non-increasing in the score
     # (within a class for class-conditional calibration)
-    if not det.cfg["class_conditional"]:
+    if not det.options.class_conditional:
         order = np.argsort(s_id)
         assert (np.diff(p[order]) <= 1e-12).all()
 
@@ -201,7 +200,7 @@ def test_class_references_fix_masf_on_unseen_classes(open_features):
 def mondrian(counts: list[int], alpha: float = 0.05, fallback: str = "none", **kw) -> StatDetector:
     """A class-conditional detector calibrated on statistics 0..n_c−1 for each class c."""
     det = StatDetector("m", class_conditional=True, alpha=alpha, mondrian_fallback=fallback, **kw)
-    det.num_classes = len(counts)
+    det.num_classes_ = len(counts)
     t = np.concatenate([np.arange(n, dtype=float) for n in counts])
     pred = np.repeat(np.arange(len(counts)), counts)
     return det.calibrate_statistic(t, pred)
@@ -219,8 +218,8 @@ def test_p_min_per_class_is_exact():
 
 
 def test_p_min_marginal_and_corrected_are_exact():
-    det = mondrian([19, 4, 0])
-    det.cfg["class_conditional"] = False
+    det = mondrian([19, 4, 0]).with_options(class_conditional=False)
+    det.num_classes_ = 3
     det.calibrate_statistic(np.arange(23.0), np.zeros(23, dtype=int))
     assert det.class_p_min() == {0: 1 / 24, 1: 1 / 24, 2: 1 / 24} and det.p_min() == 1 / 24
     simes = mondrian([27, 27], alpha=0.5, correction="simes", delta=0.1)
@@ -349,7 +348,7 @@ def test_fallback_is_marginal_for_all_classes_because_mixing_is_invalid():
         return rng.normal(shift[y], 1.0), y
 
     det = StatDetector("null", class_conditional=True, alpha=alpha)
-    det.num_classes = 3
+    det.num_classes_ = 3
     fpr_fallback, fpr_mixed = [], []
     for _ in range(redraws):
         (tc, yc), (tt, yt) = draw(n), draw(m)
@@ -376,7 +375,7 @@ def test_output_test_adds_the_energy_pvalue_of_the_logits(digits_features):
     fit, test = digits_features["fit"], digits_features["test"]
     base = preset("stat_maha_energy", output_test=None).fit(fit, digits_features["calib"])
     det = preset("stat_maha_energy").fit(fit, digits_features["calib"])
-    assert det.keys == [*base.keys, "logits"]
+    assert det.keys_ == [*base.keys_, "logits"]
     p, p0 = det.layer_pvalues(test), base.layer_pvalues(test)
     np.testing.assert_allclose(p[:, :-1], p0)
     e_fit = -logsumexp(fit.logits.double().numpy(), axis=1)
@@ -390,9 +389,9 @@ def test_output_test_adds_the_energy_pvalue_of_the_logits(digits_features):
 def test_global_center_measures_distance_to_one_mean(digits_features):
     fit = digits_features["fit"]
     det = preset("stat_maha_energy", center="global", output_test=None).fit_reference(fit)
-    means = det.tests[0].means
+    means = det.statistics_[0].means_
     assert np.allclose(means, means[0])  # every class uses the global mean
-    own = preset("stat_maha_energy", output_test=None).fit_reference(fit).tests[0].means
+    own = preset("stat_maha_energy", output_test=None).fit_reference(fit).statistics_[0].means_
     assert not np.allclose(own, own[0])
     with pytest.raises(ConfigError, match="center"):
         StatDetector("x", statistic="mahalanobis", center="median")

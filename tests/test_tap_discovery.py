@@ -56,7 +56,7 @@ def test_digits_cnn_discovery_matches_its_declared_blocks():
 def test_stat_detector_on_discovered_taps(resnet_features, statistic):
     _, _, f = resnet_features
     det = StatDetector("t", statistic=statistic).fit(f["fit"], f["calib"])
-    assert len(det.keys) == 6
+    assert len(det.keys_) == 6
     s_id, s_ood = det.score(f["test"]), det.score(f["noise"])
     assert np.isfinite(s_id).all() and np.isfinite(s_ood).all()
     p_id = det.pvalues(f["test"])
