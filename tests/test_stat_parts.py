@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from ood_bench.detectors.stat import (
@@ -226,3 +227,31 @@ def test_knn_k_is_checked_at_construction_and_against_the_fit_set(digits_feature
     assert "k=30 needs k + 1 = 31 fit samples" in msg and "detector.k <= 29" in msg, msg
     det = StatDetector("knn", statistic="knn", k=29, calibrate=False).fit_reference(fit)
     assert np.isfinite(det.statistic(digits_features["test"])).all()
+
+
+# the design space the selection searches (issue 29) ------------------------------------------
+
+
+def test_reduction_both_tests_the_max_and_the_mean_of_every_pooled_layer(digits_features):
+    f = digits_features["fit"]
+    pooled = {k.rpartition(".")[0] for k in f.taps if k.endswith((".max", ".mean"))}
+    flat = [k for k in f.taps if not k.endswith((".max", ".mean"))]
+    det = StatDetector("b", statistic="mahalanobis", reduction="both").fit_reference(f)
+    assert len(det.keys_) == 2 * len(pooled) + len(flat)
+    assert {f"{p}.{r}" for p in pooled for r in ("max", "mean")} <= set(det.keys_)
+    only = StatDetector("b", statistic="mahalanobis", reduction="both", layers=[sorted(pooled)[0]])
+    assert only.fit_reference(f).keys_ == [f"{sorted(pooled)[0]}.max", f"{sorted(pooled)[0]}.mean"]
+
+
+@pytest.mark.parametrize("statistic", ["mahalanobis", "euclidean"])
+def test_normalize_makes_a_class_mean_distance_blind_to_the_norm(statistic, digits_features):
+    """Mahalanobis++: with normalize each layer vector is scaled to unit norm first, so scaling
+    a sample's features changes nothing; without it the distance grows with the norm."""
+    f, t = digits_features["fit"], digits_features["test"]
+    rng = np.random.default_rng(0)
+    # powers of two: the scaled features and their norms are exact, so are the p-values
+    scale = torch.from_numpy(2.0 ** rng.integers(-2, 3, len(t))).float()[:, None]
+    scaled = Features(t.logits, t.penultimate, t.labels, {k: v * scale for k, v in t.taps.items()})
+    for normalize, same in ((True, True), (False, False)):
+        det = StatDetector("n", statistic=statistic, normalize=normalize).fit_reference(f)
+        assert np.allclose(det.layer_pvalues(t), det.layer_pvalues(scaled)) == same
