@@ -135,6 +135,23 @@ def choose_calib(
     return bench, resolved
 
 
+def cut_val(cfg: DictConfig, bench: Benchmark) -> Benchmark:
+    """With a selection (:func:`ood_bench.selection.selection_space`), the benchmark with a
+    ``val`` split cut from ID test; else as is."""
+    from ood_bench.selection import selection_space
+
+    space = selection_space(cfg)
+    if space is None:
+        return bench
+    bench = bench.val_from_test(space.val_size, space.val_max)
+    log.info(
+        "selection: val split of %d held-out ID test images; ID test: the other %d",
+        len(bench.split("val")),
+        len(bench.split("test")),
+    )
+    return bench
+
+
 def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
     """Benchmark → backbone (trained if missing) → calibration data (:func:`choose_calib`) →
     features of every split and OOD set (cached).
@@ -154,6 +171,7 @@ def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
     backbone = build(cfg.backbone, "backbone", benchmark=bench, cache_dir=str(cache_dir))
     # after the backbone (what trained it decides), before corruption (calib stays clean)
     bench, calib_source = choose_calib(bench, backbone, source, cfg.get("calib_test_size"))
+    bench = cut_val(cfg, bench)  # the selection's ID validation split, from test (after calib)
     bench = apply_corruption(bench, corruption)  # after the backbone: it trains on clean data
     bench = attack_ood(bench, backbone.model, corruption, str(cfg.device))
     extractor = FeatureExtractor(
