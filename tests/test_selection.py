@@ -188,3 +188,29 @@ def test_search_needs_an_outlier_set(digits_features):
             f["test"],
             {},
         )
+
+
+@pytest.mark.slow
+def test_a_job_records_the_choice_and_a_rerun_reads_it_from_the_cache(tmp_path):
+    """selection=<space> on any stat preset: the rows carry ``selection`` and ``param_*``
+    (group validation, out of the per-set tables), the selection YAML goes beside the results,
+    and a second job does not search again (selection_s 0)."""
+    from ood_bench.run import evaluate_job
+
+    cfg = compose(["detector=stat_maha_energy", "selection=stat_quick", f"cache_dir={tmp_path}"])
+    frames = []
+    for _ in range(2):
+        job = {"run_id": "r", "config_hash": "h", "benchmark": "digits", "detector": "d", "seed": 0}
+        result = evaluate_job(cfg, job, None)
+        rows = {r["metric"]: r for r in result.rows}
+        frames.append(rows)
+        assert rows["selection"]["ood_dataset"] == "id_only"
+        assert rows["param_reduction"]["ood_group"] == "validation"
+        assert rows["param_reduction"]["ood_dataset"] in ("max", "both")
+        assert "selection.yaml" in result.texts and "selection.csv" in result.tables
+        assert len(result.tables["selection.csv"]) == 8
+    assert frames[0]["selection_s"]["value"] > 0 and frames[1]["selection_s"]["value"] == 0
+    assert (
+        frames[0]["param_reduction"]["ood_dataset"] == frames[1]["param_reduction"]["ood_dataset"]
+    )
+    assert len(list((tmp_path / "selection").glob("*.yaml"))) == 1

@@ -27,7 +27,7 @@ from ood_bench.data.base import Benchmark
 from ood_bench.errors import ConfigError
 from ood_bench.features import FeatureExtractor, Features
 from ood_bench.hashing import hash_obj
-from ood_bench.selection.search import NOT_OPTIONS, Selection, search
+from ood_bench.selection.search import NOT_OPTIONS, Selection, search, with_overrides
 from ood_bench.selection.space import Space, load_space
 from ood_bench.selection.transforms import outlier_sets
 
@@ -52,7 +52,7 @@ def selection_space(cfg: DictConfig) -> Space | None:
 
 def chosen_config(det_cfg: DictConfig, selection: Selection) -> DictConfig:
     """The detector config with the chosen overrides."""
-    return OmegaConf.merge(det_cfg, OmegaConf.create(selection.overrides))
+    return with_overrides(det_cfg, selection.overrides)
 
 
 def validation_features(

@@ -132,11 +132,18 @@ class StatScorer:
         return out
 
 
+def with_overrides(det_cfg: DictConfig, overrides: dict[str, Any]) -> DictConfig:
+    """A detached copy of ``det_cfg`` with ``overrides`` (new keys allowed: a composed config
+    is in struct mode)."""
+    base = OmegaConf.create(OmegaConf.to_container(det_cfg, resolve=True))
+    return OmegaConf.merge(base, OmegaConf.create(overrides))  # type: ignore[return-value]
+
+
 def detector_scores(
     det_cfg: DictConfig, overrides: dict[str, Any], fit: Features, sets: dict[str, Features]
 ) -> dict[str, np.ndarray]:
     """The slow path: build the detector with ``overrides``, fit it on ``fit`` alone, score."""
-    cfg = OmegaConf.merge(det_cfg, OmegaConf.create(overrides))
+    cfg = with_overrides(det_cfg, overrides)
     det = build(cfg, "detector")
     if "model" in det.needs:
         raise ConfigError(
