@@ -178,6 +178,20 @@ def test_the_choice_is_the_same_with_every_test_ood_set_deleted(
         deleted.ood[0].dataset[0]
 
 
+def test_the_first_candidate_stays_unless_clearly_beaten(digits_features):
+    """margin: a challenger must beat the space's first candidate (the current preset) by more
+    than it; with margin 0 the best wins."""
+    f = digits_features
+    det = compose(["detector=stat_maha_energy"]).detector
+    sets = {"noise": f["gaussian_noise"], "photos": f["sklearn_photos"]}
+    best = search(det, load_space(SMALL), f["fit"], f["test"], sets)
+    first = load_space(SMALL).candidates()[0].label()
+    kept = search(det, load_space({**SMALL, "margin": 1.0}), f["fit"], f["test"], sets)
+    assert kept.label == first
+    top = best.table.iloc[0]
+    assert best.label == top["candidate"] and best.value == pytest.approx(top["mean_auroc"])
+
+
 def test_search_needs_an_outlier_set(digits_features):
     f = digits_features
     with pytest.raises(ConfigError, match="no validation outlier"):

@@ -2,7 +2,9 @@
 
 The criterion compares the validation ID split with each validation outlier set: the AUROC of
 the candidate's score, averaged over the sets (``mean_auroc``) or its worst set (``min_auroc``);
-ties (within 1e-9) go to the earlier candidate of the space. Nothing here reads a test OOD set.
+ties (within 1e-9) go to the earlier candidate of the space, and the first candidate (the
+current preset) stays unless another beats it by more than the space's ``margin``. Nothing here
+reads a test OOD set.
 
 Candidates of the ``stat_*`` family are scored without refitting a detector each: a layer's
 p-values depend only on its feature key and the per-layer options (:data:`LAYER_FIELDS`), so
@@ -187,6 +189,7 @@ def search(
     stat = is_stat(det_cfg)
     scorer = StatScorer(fit, sets) if stat else None
     rows, best, best_value = [], None, -np.inf
+    first: tuple[Any, float] | None = None
     candidates = space.candidates()
     for cand in candidates:
         overrides = resolve_taps(cand.as_dict, taps)
@@ -198,9 +201,13 @@ def search(
         aurocs = {n: auroc(scores["val_id"], scores[n]) for n in val_ood}
         value = criterion_value(list(aurocs.values()), space.criterion)
         rows.append({"candidate": cand.label(), space.criterion: value, **aurocs})
+        if first is None:
+            first = ((cand, overrides), value)
         if value > best_value + 1e-9:
             best, best_value = (cand, overrides), value
-    assert best is not None
+    assert best is not None and first is not None
+    if best_value - first[1] <= space.margin:  # not clearly better than the current preset
+        best, best_value = first
     table = pd.DataFrame(rows).sort_values(space.criterion, ascending=False, kind="stable")
     wall = time.perf_counter() - t0
     log.info(

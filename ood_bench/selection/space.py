@@ -5,8 +5,11 @@ the ``id_only`` protocol, the validation split (``val_size``, ``val_max``), the 
 and the ``axes``: each axis a list of values, a value either a scalar (the axis name is the
 detector option) or a mapping of options set together (``{statistic: mahalanobis, normalize:
 true}``). The candidates are the product of the axes, in the file's order (the first value of
-every axis first: ties go to the earlier candidate). ``taps`` is resolved against the
-backbone: ``all`` (every tap), ``last_<n>`` (the deepest n), or a list of tap names.
+every axis first: ties go to the earlier candidate). ``margin``: the first candidate (the
+current preset) is kept unless another beats it by more than this in the criterion (a
+difference within the validation sets' sampling noise is no reason to change). ``taps`` is
+resolved against the backbone: ``all`` (every tap), ``last_<n>`` (the deepest n), or a list
+of tap names.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class Space:
     val_max: int = 2000
     criterion: str = "mean_auroc"
     seed: int = 0
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
         """Check the protocol, the criterion and that every axis has values."""
@@ -106,6 +110,7 @@ class Space:
             "val_max": self.val_max,
             "criterion": self.criterion,
             "seed": self.seed,
+            "margin": self.margin,
         }
 
     def key(self) -> str:
@@ -128,7 +133,7 @@ def load_space(cfg: str | Mapping | DictConfig) -> Space:
         cfg = OmegaConf.load(path)
     raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     known_keys = {"name", "protocol", "axes", "transforms", "val_size", "val_max", "criterion"}
-    known_keys |= {"seed"}
+    known_keys |= {"seed", "margin"}
     extra = sorted(set(raw) - known_keys)
     if extra:
         raise ConfigError(f"selection keys {extra} are unknown: the keys are {sorted(known_keys)}")
