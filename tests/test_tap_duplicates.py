@@ -50,3 +50,17 @@ def test_no_two_taps_identical(arch):
         if vectors[a].shape == vectors[b].shape and torch.allclose(vectors[a], vectors[b])
     ]
     assert not same, f"{arch}: taps giving identical vectors: {same}"
+
+
+@pytest.mark.parametrize("arch", ["cifar_cnn", "resnet18_32x32", "vgg_small_32x32"])
+def test_openood_feature_lists_still_end_with_the_penultimate_layer(arch):
+    """OpenOOD's postprocessors read the last entry of a feature list as the penultimate
+    features (its ResNets end with avgpool): the untapped penultimate layer is appended."""
+    from ood_bench.detectors.openood.adapter import OpenOODDetector
+
+    det = OpenOODDetector.__new__(OpenOODDetector)  # only _taps' inputs
+    det.taps, det.penultimate, det.device = None, None, "cpu"
+    channels, size = SHIPPED[arch]
+    det.model = build_model(arch, num_classes=10, in_channels=channels)
+    taps, pen = det._taps(torch.zeros(channels, size, size))
+    assert taps[-1] == pen == det.model.penultimate and taps[:-1] == list(det.model.taps)
