@@ -144,9 +144,11 @@ def test_rank_auroc_is_the_metrics_auroc():
 def test_an_ood_validation_set_sharing_a_name_or_source_is_refused():
     test = [{"name": "fashionmnist", "dataset": "fashionmnist"}, {"name": "u", "noise": "uniform"}]
     check_validation_disjoint([{"name": "g", "noise": "gaussian"}], test, "b")
-    check_validation_disjoint(
-        [{"name": "f", "dataset": "fashionmnist", "split": "train"}], test, "b"
-    )
+    with pytest.raises(ConfigError, match="source .* with test OOD set 'fashionmnist'"):
+        check_validation_disjoint(  # another split of a test set's dataset: the same distribution
+            [{"name": "f", "dataset": "fashionmnist", "split": "train"}], test, "b"
+        )
+    check_validation_disjoint([{"name": "k", "npz": "kmnist/{split}.npz"}], test, "b")
     with pytest.raises(ConfigError, match="name of test OOD set 'u'"):
         check_validation_disjoint([{"name": "u", "noise": "gaussian"}], test, "b")
     with pytest.raises(ConfigError, match="source .* with test OOD set 'fashionmnist'"):

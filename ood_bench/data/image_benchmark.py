@@ -395,14 +395,14 @@ def build_image_benchmark(
 
 
 def source_of(entry: dict[str, Any]) -> tuple:
-    """What an OOD entry reads: its file source and split, or its generator (photos: the same
-    photos whatever the crop; noise: the same distribution whatever the seed)."""
+    """What an OOD entry reads: its file source (whatever the split: another split of a test
+    set's dataset is the test set's distribution), or its generator (photos: the same photos
+    whatever the crop; noise: the same distribution whatever the seed)."""
     if "photos" in entry:
         return ("photos", str(entry["photos"]))
     if "noise" in entry:
         return ("noise", str(entry["noise"]))
-    source = tuple(sorted((k, str(v)) for k, v in entry.items() if k in SOURCE_KEYS))
-    return (*source, ("split", str(entry.get("split", "test"))))
+    return tuple(sorted((k, str(v)) for k, v in entry.items() if k in SOURCE_KEYS))
 
 
 def check_validation_disjoint(
