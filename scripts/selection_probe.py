@@ -59,7 +59,8 @@ def main() -> None:
     print(sel.table.head(8).to_string())
     rows = {"stat_selected": scores_of(cfg, chosen_config(cfg.detector, sel), prep)}
     for name in filter(None, args.compare.split(",")):
-        rows[name] = scores_of(cfg, compose([f"detector={name}", *args.overrides]).detector, prep)
+        others = [o for o in args.overrides if not o.lstrip("+").startswith("detector.")]
+        rows[name] = scores_of(cfg, compose([f"detector={name}", *others]).detector, prep)
     sets = list(next(iter(rows.values())))
     print("| detector | " + " | ".join(f"{s} AUROC / FPR95" for s in sets) + " |")
     print("|---" * (len(sets) + 1) + "|")
