@@ -139,7 +139,9 @@ def test_with_options_gives_a_new_validated_detector(digits_features):
 @pytest.mark.parametrize("option", sorted(PRESETS))
 def test_a_one_sample_fit_set_is_refused_naming_fit_max_and_the_minimum(option, digits_features):
     """Before: fit_max=1 gave status ok and AUROC 0.5 on every OOD set (every p-value equal)."""
-    cfg = {k: v for k, v in PRESETS[option].items() if k not in ("_target_", "name")}
+    # stat_selected: selection and protocol are the selection's, not StatDetector options
+    skip = ("_target_", "name", "selection", "protocol")
+    cfg = {k: v for k, v in PRESETS[option].items() if k not in skip}
     det = StatDetector(option, **cfg)
     with pytest.raises(ConfigError) as err:
         det.fit(subset(digits_features["fit"], np.arange(1)), digits_features["calib"])
