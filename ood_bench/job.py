@@ -55,6 +55,7 @@ class JobResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     summary: Callable[[pd.DataFrame], str] | None = None
     scores: JobScores | None = None  # per-sample scores, written as scores.npz (store_scores)
+    texts: dict[str, str] = field(default_factory=dict)  # file name -> text, beside metrics.csv
 
 
 Evaluate = Callable[[DictConfig, dict[str, Any], Benchmark], JobResult]
@@ -314,6 +315,8 @@ def run_job(
         for name, table in result.tables.items():
             if not table.empty:
                 write_table(table, out_dir / name)
+        for name, text in result.texts.items():
+            atomic_write_text(out_dir / name, text)
         if result.scores is not None and cfg.get("store_scores", True):
             saved = save_scores(result.scores, out_dir / SCORES_FILE)
             log.info("per-sample scores: %s (%.1f KiB)", saved, saved.stat().st_size / 1024)

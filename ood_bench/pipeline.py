@@ -289,6 +289,23 @@ def choose_calib(
     return bench, resolved
 
 
+def cut_val(cfg: DictConfig, bench: Benchmark) -> Benchmark:
+    """With a selection (:func:`ood_bench.selection.selection_space`), the benchmark with a
+    ``val`` split cut from ID test; else as is."""
+    from ood_bench.selection import selection_space
+
+    space = selection_space(cfg)
+    if space is None:
+        return bench
+    bench = bench.val_from_test(space.val_size, space.val_max)
+    log.info(
+        "selection: val split of %d held-out ID test images; ID test: the other %d",
+        len(bench.split("val")),
+        len(bench.split("test")),
+    )
+    return bench
+
+
 def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
     """Benchmark → backbone (trained if missing) → calibration data (:func:`choose_calib`) →
     features of every split and OOD set (cached).
@@ -310,6 +327,7 @@ def prepare(cfg: DictConfig, bench: Benchmark | None = None) -> Prepared:
     backbone = build(cfg.backbone, "backbone", benchmark=bench, cache_dir=str(cache_dir))
     # after the backbone (what trained it decides), before corruption (calib stays clean)
     bench, calib_source = choose_calib(bench, backbone, source, cfg.get("calib_test_size"))
+    bench = cut_val(cfg, bench)  # the selection's ID validation split, from test (after calib)
     bench = apply_corruption(bench, corruption)  # after the backbone: it trains on clean data
     bench = attack_ood(bench, backbone.model, corruption, str(cfg.device))
     extractor = FeatureExtractor(backbone, cache_dir, device=device, batch_size=int(cfg.batch_size))
@@ -345,15 +363,18 @@ def fitted_detector(
     *,
     calibrate: bool,
     fit: Callable[[Any, Prepared], None] = fit_on_splits,
+    detector_cfg: DictConfig | None = None,
 ) -> Any:
     """The job's one detector step: seed the global generators (once per job; :func:`prepare`
     does not), build ``cfg.detector``, wrap it in the ``calibration`` option when the job wants
     p-values (``calibrate``: :func:`~ood_bench.calibration.with_calibration`), bind it to the
     backbone when it needs the network, and fit it (``fit``: how, by default
-    :func:`fit_on_splits`). The job, the novelty job and the cross-checks all go through here."""
+    :func:`fit_on_splits`; ``detector_cfg``: another config than ``cfg.detector``, e.g. the
+    options a selection chose). The job, the novelty job and the cross-checks all go through
+    here."""
     seed = seed_of(cfg)
     seed_everything(seed)
-    detector = build(cfg.detector, "detector")
+    detector = build(cfg.detector if detector_cfg is None else detector_cfg, "detector")
     if calibrate:
         detector = with_calibration(detector, cfg.get("calibration", "marginal"), seed)
     if "model" in detector.needs:

@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
+import yaml
 from omegaconf import DictConfig
 
 from ood_bench.calibration import CalibratedDetector
@@ -25,6 +26,8 @@ from ood_bench.metrics import ALPHAS, accuracy, fpr_at_alpha, ood_metrics, pvalu
 from ood_bench.pipeline import Prepared, fitted_detector, prepare
 from ood_bench.results import make_row
 from ood_bench.scores import JobScores, ScoreSet
+from ood_bench.selection import run_selection, selection_rows, selection_space
+from ood_bench.selection.protocol import chosen_config
 
 log = logging.getLogger("ood_bench.run")
 
@@ -37,9 +40,13 @@ def evaluate(
 
 
 def evaluate_scored(
-    cfg: DictConfig, job: dict[str, Any], bench: Benchmark | None = None
+    cfg: DictConfig,
+    job: dict[str, Any],
+    bench: Benchmark | None = None,
+    extras: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], JobScores]:
-    """:func:`evaluate`'s rows and the per-sample scores (and p-values) behind them."""
+    """:func:`evaluate`'s rows and the per-sample scores (and p-values) behind them
+    (``extras``: filled with the job's ``selection``, when it selects its options)."""
     prep = prepare(cfg, bench)
     extractor, test_f = prep.extractor, prep.test
     job.update(
@@ -48,6 +55,14 @@ def evaluate_scored(
         calib_source=prep.calib_source,
     )
 
+    det_cfg, selection, sel_cached = cfg.detector, None, False
+    if (space := selection_space(cfg)) is not None:  # options chosen without test OOD data
+        selection, sel_cached = run_selection(
+            cfg, space, prep.bench, prep.backbone.sha256, extractor, prep.fit
+        )
+        det_cfg = chosen_config(cfg.detector, selection)
+        if extras is not None:
+            extras["selection"] = selection
     tuned_on: str | None = None
     fit_s = 0.0
 
@@ -60,7 +75,7 @@ def evaluate_scored(
         detector.fit(prep.fit, prep.calib)
         fit_s = time.perf_counter() - t0
 
-    detector = fitted_detector(cfg, prep, calibrate=True, fit=tune_and_fit)
+    detector = fitted_detector(cfg, prep, calibrate=True, fit=tune_and_fit, detector_cfg=det_cfg)
     bench, ood_f = prep.bench, prep.ood
 
     t0 = time.perf_counter()
@@ -100,6 +115,8 @@ def evaluate_scored(
     rows += [make_row(job, f"param_{k}", float(v)) for k, v in detector.recorded_params().items()]
     if tuned_on:
         rows.append(make_row(job, "tuned_on_ood", 1.0, tuned_on, "validation"))
+    if selection is not None:
+        rows += selection_rows(selection, job, sel_cached)
     scores.meta["backbone_sha256"] = job.get("backbone_sha256")
     return rows, scores
 
@@ -203,8 +220,13 @@ def evaluate_job(cfg: DictConfig, job: dict[str, Any], bench: Benchmark) -> JobR
         head = f"ID test accuracy {100 * acc:.2f}%; results per OOD set ({job['detector']})"
         return f"{head}:\n{summary(df)}"
 
-    rows, scores = evaluate_scored(cfg, job, bench)
-    return JobResult(rows, summary=text, scores=scores)
+    extras: dict[str, Any] = {}
+    rows, scores = evaluate_scored(cfg, job, bench, extras)
+    result = JobResult(rows, summary=text, scores=scores)
+    if (selection := extras.get("selection")) is not None:  # beside metrics.csv
+        result.tables["selection.csv"] = selection.table
+        result.texts["selection.yaml"] = yaml.safe_dump(selection.as_dict(), sort_keys=False)
+    return result
 
 
 if __name__ == "__main__":

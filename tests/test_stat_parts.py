@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from ood_bench.detectors.stat import (
@@ -138,7 +139,9 @@ def test_with_options_gives_a_new_validated_detector(digits_features):
 @pytest.mark.parametrize("option", sorted(PRESETS))
 def test_a_one_sample_fit_set_is_refused_naming_fit_max_and_the_minimum(option, digits_features):
     """Before: fit_max=1 gave status ok and AUROC 0.5 on every OOD set (every p-value equal)."""
-    cfg = {k: v for k, v in PRESETS[option].items() if k not in ("_target_", "name")}
+    # stat_selected: selection and protocol are the selection's, not StatDetector options
+    skip = ("_target_", "name", "selection", "protocol")
+    cfg = {k: v for k, v in PRESETS[option].items() if k not in skip}
     det = StatDetector(option, **cfg)
     with pytest.raises(ConfigError) as err:
         det.fit(subset(digits_features["fit"], np.arange(1)), digits_features["calib"])
@@ -262,3 +265,31 @@ def test_extra_tests_refuse_what_they_cannot_use(digits_features, extra, match):
 
     with pytest.raises(ConfigError, match=match):
         StatDetector("b", extra_tests=[extra]).fit(digits_features["fit"], digits_features["calib"])
+
+
+# the design space the selection searches (issue 29) ------------------------------------------
+
+
+def test_reduction_both_tests_the_max_and_the_mean_of_every_pooled_layer(digits_features):
+    f = digits_features["fit"]
+    pooled = {k.rpartition(".")[0] for k in f.taps if k.endswith((".max", ".mean"))}
+    flat = [k for k in f.taps if not k.endswith((".max", ".mean"))]
+    det = StatDetector("b", statistic="mahalanobis", reduction="both").fit_reference(f)
+    assert len(det.keys_) == 2 * len(pooled) + len(flat)
+    assert {f"{p}.{r}" for p in pooled for r in ("max", "mean")} <= set(det.keys_)
+    only = StatDetector("b", statistic="mahalanobis", reduction="both", layers=[sorted(pooled)[0]])
+    assert only.fit_reference(f).keys_ == [f"{sorted(pooled)[0]}.max", f"{sorted(pooled)[0]}.mean"]
+
+
+@pytest.mark.parametrize("statistic", ["mahalanobis", "euclidean"])
+def test_normalize_makes_a_class_mean_distance_blind_to_the_norm(statistic, digits_features):
+    """Mahalanobis++: with normalize each layer vector is scaled to unit norm first, so scaling
+    a sample's features changes nothing; without it the distance grows with the norm."""
+    f, t = digits_features["fit"], digits_features["test"]
+    rng = np.random.default_rng(0)
+    # powers of two: the scaled features and their norms are exact, so are the p-values
+    scale = torch.from_numpy(2.0 ** rng.integers(-2, 3, len(t))).float()[:, None]
+    scaled = Features(t.logits, t.penultimate, t.labels, {k: v * scale for k, v in t.taps.items()})
+    for normalize, same in ((True, True), (False, False)):
+        det = StatDetector("n", statistic=statistic, normalize=normalize).fit_reference(f)
+        assert np.allclose(det.layer_pvalues(t), det.layer_pvalues(scaled)) == same

@@ -72,10 +72,11 @@ class LeNet(nn.Module):
 
 class VGGSmall32(nn.Module):
     """Small VGG-style CNN for 32×32 inputs (CIFAR family): three double-conv blocks with batch
-    norm, global average pooling, one linear head. Taps: ``block1``–``block3``, ``pool``
-    (256, penultimate)."""
+    norm, global average pooling, one linear head. Taps: ``block1``–``block3``; the penultimate
+    features are ``pool`` (256), read but not tapped: ``pool`` is ``block3.mean`` (a second tap
+    would count that layer twice in every across-layer combination)."""
 
-    taps = ("block1", "block2", "block3", "pool")
+    taps = ("block1", "block2", "block3")
     penultimate = "pool"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64):
@@ -113,11 +114,13 @@ class CifarCNN(nn.Module):
     The layout of K. Jordan's *airbench* CIFAR-10 speed-run network, narrower: a 3×3 stem, then
     three groups of (3×3 conv, 2×2 max-pool, batch norm, GELU, 3×3 conv, batch norm, GELU),
     global max-pooling and a bias-free linear head. Pooling before the normalisation halves the
-    cost of each group's first layer. Taps: ``stem``, ``block1``–``block3``, ``pool``
-    (``widths[2]``-d penultimate).
+    cost of each group's first layer. Taps: ``stem``, ``block1``–``block3``; the penultimate
+    features are ``pool`` (``widths[2]``-d), read but not tapped: global max-pooling makes
+    ``pool`` equal to ``block3.max`` (a second tap would count that layer twice in every
+    across-layer combination).
     """
 
-    taps = ("stem", "block1", "block2", "block3", "pool")
+    taps = ("stem", "block1", "block2", "block3")
     penultimate = "pool"
 
     def __init__(
@@ -160,12 +163,15 @@ class CifarCNN(nn.Module):
 
 def resnet18_32x32(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """ResNet-18 for 32×32 inputs (CIFAR stem: 3×3 conv, no max-pool), as in OpenOOD's
-    ``resnet18_32x32``; taps are discovered (``relu``, ``layer1``–``layer4``, ``avgpool``)."""
+    ``resnet18_32x32``. Taps ``relu``, ``layer1``–``layer4``; the penultimate features are
+    ``avgpool``, read but not tapped (it is ``layer4.mean``; discovery would tap it too)."""
     import torchvision
 
     m = torchvision.models.resnet18(num_classes=num_classes)
     m.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
     m.maxpool = nn.Identity()
+    m.taps = ("relu", "layer1", "layer2", "layer3", "layer4")  # declared: find_taps reads them
+    m.penultimate = "avgpool"
     return m
 
 

@@ -95,7 +95,10 @@ class Benchmark:
 
     ``train`` trains the backbone only; ``fit`` is what detectors learn from (the same set as
     ``train`` unless a separate fit fraction is configured); ``calib`` is held-out ID data the
-    backbone never saw, for conformal calibration; ``test`` is the ID test set.
+    backbone never saw, for conformal calibration; ``test`` is the ID test set. A job that
+    selects its detector's options (:mod:`ood_bench.selection`) also has ``val``, cut from
+    ``test`` (:meth:`val_from_test`). ``validation``: declared validation OOD sets (the
+    ``ood_validation`` protocol), never evaluated, disjoint from ``ood``.
     """
 
     name: str
@@ -106,6 +109,7 @@ class Benchmark:
     splits: dict[str, ImageSet]
     ood: list[ImageSet]
     info: dict[str, Any] = field(default_factory=dict)
+    validation: list[ImageSet] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         """Check, where every benchmark is built, what would otherwise give wrong rows: the
@@ -193,6 +197,34 @@ class Benchmark:
         info = {**self.info, "calib_source": "test", "calib_test_fraction": fraction}
         return replace(self, splits=splits, info=info)
 
+    def val_from_test(self, size: float = 0.2, max_images: int | None = None) -> Benchmark:
+        """A copy with a ``val`` split: a stratified, seeded part of ID ``test`` (``size`` of
+        it, at most ``max_images``), and ``test`` the rest. Cut from test, not from the training
+        data, so that no backbone trained on this benchmark, no detector ``fit`` and no
+        ``calib`` (cut before, from train or from test) has seen it: the selection's ID
+        validation data. Both sets get specs of their own (new cache keys)."""
+        test = self.split("test")
+        n = len(test)
+        fraction = float(size) if max_images is None else min(float(size), max_images / n)
+        if not 0 < fraction < 1:
+            raise ConfigError(
+                f"selection.val_size={size!r} (val_max={max_images}) leaves no val or no test "
+                f"split of {self.name!r}'s {n} ID test images. Fix: a fraction in (0, 1)."
+            )
+        seed = int(self.info.get("seed", 0)) + VAL_SEED_OFFSET
+        parts = stratified_split(test.labels(), {"val": fraction, "test": 1 - fraction}, seed)
+        if len(parts["val"]) == 0 or len(parts["test"]) == 0:
+            raise ConfigError(
+                f"selection.val_size={size!r} leaves {len(parts['val'])} val and "
+                f"{len(parts['test'])} test images of {self.name!r}. Fix: a larger fraction."
+            )
+        cut = {"val_source": "test", "val_fraction": fraction, "val_seed": seed}
+        stem = test.name.removesuffix("test").removesuffix("_") or self.name
+        splits = dict(self.splits)
+        splits["val"] = test.subset(parts["val"], f"{stem}_val", {**cut, "split": "val"})
+        splits["test"] = test.subset(parts["test"], test.name, {**cut, "split": "test"})
+        return replace(self, splits=splits, info={**self.info, "val_fraction": fraction})
+
     def describe(self) -> str:
         """One log line: ID dataset, classes, input shape, split and OOD set sizes."""
         parts = [f"{k}={len(v)}" for k, v in self.splits.items()]
@@ -218,6 +250,7 @@ def check_ood_selection(names: list[str], bench: str) -> None:
 
 
 CALIB_SEED_OFFSET = 7_919  # the test → calib cut draws its own stream, apart from the others
+VAL_SEED_OFFSET = 104_729  # the test → val cut (selection) likewise
 
 
 def calib_test_fraction(size: float | int, n: int) -> float:

@@ -297,6 +297,7 @@ def build_image_benchmark(
     test_max: int | None = None,
     ood_max: int | None = None,
     seed: int = 0,
+    ood_validation: list[dict[str, Any]] | None = None,
 ) -> Benchmark:
     """Build a benchmark from on-disk sets; see the module docstring and conf/benchmark/*.yaml.
 
@@ -305,6 +306,8 @@ def build_image_benchmark(
     (near/far), then a source plus optional ``split`` (default test), ``classes`` and
     ``max_samples``; or ``noise: uniform|gaussian`` with ``n``; or ``photos: natural`` with
     ``n`` (crops of the photos inside scikit-learn and scikit-image, optional ``exclude``).
+    ``ood_validation``: entries of the same schema, the selection's validation OOD sets (never
+    evaluated); one that shares a name or a source with any test OOD set is refused.
     """
     check_name(name, "benchmark name")
     known = check_names([o.get("name") for o in ood], "OOD set name", f"benchmark {name!r}")
@@ -399,6 +402,12 @@ def build_image_benchmark(
             cap = min(ood_max, max_samples or ood_max)
             entry = {**entry, "max_samples": cap, "n": min(int(entry.get("n", cap)), cap)}
         ood_out.append(_ood_set(entry, root, pre, raw_shape, seed + 100 + k))
+    validation = [dict(v) for v in ood_validation or []]
+    check_validation_disjoint(validation, ood, name)
+    val_out = [
+        _ood_set({"group": "far", **entry}, root, pre, raw_shape, seed + 900 + k)
+        for k, entry in enumerate(validation)
+    ]
     bench = Benchmark(
         name=name,
         id_name=str(source.get("dataset", name)),
@@ -407,6 +416,7 @@ def build_image_benchmark(
         image_size=pre.size or tuple(raw_shape[:2]),
         splits=splits,
         ood=ood_out,
+        validation=val_out,
         info={
             "seed": seed,
             "root": str(root),
@@ -417,6 +427,42 @@ def build_image_benchmark(
     )
     log.info("built benchmark %s", bench.describe())
     return bench
+
+
+def source_of(entry: dict[str, Any]) -> tuple:
+    """What an OOD entry reads: its file source (whatever the split: another split of a test
+    set's dataset is the test set's distribution), or its generator (photos: the same photos
+    whatever the crop; noise: the same distribution whatever the seed)."""
+    if "photos" in entry:
+        return ("photos", str(entry["photos"]))
+    if "noise" in entry:
+        return ("noise", str(entry["noise"]))
+    return tuple(sorted((k, str(v)) for k, v in entry.items() if k in SOURCE_KEYS))
+
+
+def check_validation_disjoint(
+    validation: list[dict[str, Any]], ood: list[dict[str, Any]], bench: str
+) -> None:
+    """A ConfigError when a validation OOD entry shares a name or a source with a test OOD
+    entry (OpenOOD v1.5: choosing on a test set's data is choosing on the test)."""
+    test_names = {o.get("name") for o in ood}
+    test_sources = {source_of(o): o.get("name") for o in ood}
+    check_names(
+        [v.get("name") for v in validation], "ood_validation set name", f"benchmark {bench!r}"
+    )
+    for v in validation:
+        if v.get("name") in test_names:
+            clash = f"the name of test OOD set {v.get('name')!r}"
+        elif source_of(v) in test_sources:
+            clash = f"its source {source_of(v)} with test OOD set {test_sources[source_of(v)]!r}"
+        else:
+            continue
+        raise ConfigError(
+            f"ood_validation set {v.get('name')!r} of benchmark {bench!r} shares {clash}: "
+            "choosing options on it would choose them on test OOD data. Fix: a validation set "
+            "from another source (another dataset, file or generator), or leave the test set "
+            "out with ood_sets=[...]."
+        )
 
 
 def _ood_set(

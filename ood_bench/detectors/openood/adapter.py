@@ -237,7 +237,13 @@ class OpenOODDetector(Detector):
             example = torch.zeros(2, *x0.shape, device=self.device)
             found, pen = discover_taps(self.model, example)
             taps, penultimate = taps or found, penultimate or pen
-        return taps, str(penultimate)
+        # OpenOOD's feature lists end with the penultimate layer (its ResNets: [..., layer4,
+        # avgpool]); a backbone whose penultimate is read but not tapped (it duplicates a pooled
+        # tap for the stat detectors: cifar_cnn, vgg_small_32x32, resnet18_32x32) gets it back
+        pen = str(penultimate)
+        if not pen.startswith("input:") and pen not in taps:
+            taps = [*taps, pen]
+        return list(taps), pen
 
     def _check_resnet(self) -> None:
         """A ConfigError unless the model is a ResNet with taps 3 and 4 = layer3 and layer4."""

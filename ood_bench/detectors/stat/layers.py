@@ -27,15 +27,19 @@ def tapped_layers(feats: Features, reduction: str) -> dict[str, str]:
 def layer_keys(
     feats: Features, reduction: str, layers: list[str] | None, include_logits: bool = False
 ) -> list[str]:
-    """The feature keys to test, in network order: ``<layer>.<reduction>`` or a flat ``<layer>``."""
-    found = tapped_layers(feats, reduction)
+    """The feature keys to test, in network order: ``<layer>.<reduction>`` or a flat ``<layer>``;
+    ``reduction=both``: ``<layer>.max`` and ``<layer>.mean`` of every pooled layer (two tests)."""
+    reductions = REDUCTIONS if reduction == "both" else (reduction,)
+    per = [tapped_layers(feats, r) for r in reductions]
+    found = per[0]
     if layers:
         missing = [name for name in layers if name not in found]
         if missing:
             raise ConfigError(f"layers {missing} are not tapped; tapped layers: {list(found)}")
-        keys = [found[name] for name in layers]
+        names = list(layers)
     else:
-        keys = list(found.values())
+        names = list(found)
+    keys = list(dict.fromkeys(f[name] for name in names for f in per))
     if include_logits:
         keys.append("logits")
     if not keys:

@@ -27,8 +27,9 @@ OWNER = "ood_bench.detectors.stat.StatDetector"  # check_types names it: "... bu
 class StatOptions:
     """What a ``stat_*`` preset chooses (conf/detector/stat_*.yaml); see :class:`StatDetector`.
 
-    ``reduction`` (``max``/``mean`` over space), ``statistic`` (a registered layer statistic),
-    ``tail`` (channel-wise test), ``within`` (combination inside a layer), ``across`` (between
+    ``reduction`` (``max``/``mean`` over space, ``both``: one test each), ``statistic`` (a
+    registered layer statistic), ``tail`` (channel-wise test), ``within`` (combination inside a
+    layer), ``across`` (between
     layers) and ``across_mode``, ``layers`` (tap names; None = every tap), ``include_logits``
     (the logits as one more layer, tested with ``statistic``), ``output_test`` (a registered
     output test: one more p-value from the logits), ``calibrate`` (the conformal step on
@@ -38,10 +39,12 @@ class StatOptions:
     pooled or per predicted class), ``center`` (vector statistics: the predicted class's mean or
     the global one), ``mondrian_fallback`` (when a class's calibration samples cannot reach
     ``alpha``: ``marginal``, ``refuse`` or ``none``), ``extra_tests`` (other feature detectors
-    whose scores become more p-values of the combination, :mod:`.extra`).
+    whose scores become more p-values of the combination, :mod:`.extra`), ``normalize``
+    (class-mean statistics: each layer vector scaled to unit L2 norm before the distance, as
+    Mahalanobis++, Mueller & Hein, ICML 2025; cosine and k-NN normalise anyway).
     """
 
-    reduction: Literal["max", "mean"] = "max"
+    reduction: Literal["max", "mean", "both"] = "max"
     statistic: str = "channel"
     tail: Tail = "two-sided"
     within: str = "simes"
@@ -60,6 +63,7 @@ class StatOptions:
     center: Literal["class", "global"] = "class"
     mondrian_fallback: Literal["marginal", "refuse", "none"] = "marginal"
     extra_tests: tuple[str, ...] = ()
+    normalize: bool = False
 
     def __post_init__(self) -> None:
         """Check choices, types and ranges: a ConfigError that names the option and the fix."""

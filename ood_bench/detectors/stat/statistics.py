@@ -193,16 +193,27 @@ class ClassMeanStatistic(DistanceStatistic):
     """A distance to the predicted class's mean of the fit features (DROOD; ``center=global``:
     to the mean of all fit features). The test side has no labels either, hence predicted."""
 
-    def __init__(self, center: str = "class"):
-        """``center``: ``class`` (the predicted class's mean) or ``global``."""
+    def __init__(self, center: str = "class", normalize: bool = False):
+        """``center``: ``class`` (the predicted class's mean) or ``global``; ``normalize``: scale
+        every vector to unit L2 norm first (Mahalanobis++: the feature norm varies with the
+        input's contrast and drives the distance more than its direction does)."""
         super().__init__()
-        self.center = center
+        self.center, self.normalize = center, normalize
         self.means_: np.ndarray | None = None
 
     @classmethod
     def from_options(cls, opts: StatOptions) -> ClassMeanStatistic:
-        """The ``center`` option."""
-        return cls(opts.center)
+        """The ``center`` and ``normalize`` options."""
+        return cls(opts.center, opts.normalize)
+
+    def fit(self, z: np.ndarray, pred: np.ndarray, num_classes: int) -> ClassMeanStatistic:
+        """:meth:`DistanceStatistic.fit` on the (normalised, with ``normalize``) vectors."""
+        super().fit(_normalise(z) if self.normalize else z, pred, num_classes)
+        return self
+
+    def pvalues(self, z: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """:meth:`DistanceStatistic.pvalues` of the (normalised) vectors."""
+        return super().pvalues(_normalise(z) if self.normalize else z, pred)
 
     def min_fit_per_class(self) -> int:
         """2 with ``center=class`` (see :meth:`min_fit_per_class_why`), else 0."""
@@ -264,9 +275,9 @@ class MahalanobisStatistic(ClassMeanStatistic):
     """Mahalanobis distance to the predicted class's mean with one tied, Ledoit–Wolf shrunk
     covariance (accounts for correlated channels, which Euclidean ignores)."""
 
-    def __init__(self, center: str = "class"):
-        """``center`` as in :class:`ClassMeanStatistic`."""
-        super().__init__(center)
+    def __init__(self, center: str = "class", normalize: bool = False):
+        """``center`` and ``normalize`` as in :class:`ClassMeanStatistic`."""
+        super().__init__(center, normalize)
         self.precision_: np.ndarray | None = None
 
     def _fit_model(self, z: np.ndarray, pred: np.ndarray, num_classes: int) -> None:
