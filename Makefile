@@ -75,7 +75,7 @@ test-slow: venv
 test-browser: venv
 	$(PY) -m pytest -m browser tests/test_site_browser.py
 
-test-slurm: venv  # a running cluster (scripts/slurm_cluster.sh start; .ci/run does it)
+test-slurm: venv  # a running cluster (.ci/slurm_cluster.sh start; .ci/run does it)
 	$(PY) -m pytest -m slurm tests/test_slurm.py
 
 # the tests that need OpenOOD (slow ones included): run by CI after `make openood`

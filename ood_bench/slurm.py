@@ -126,7 +126,7 @@ def partition_limits(partition: str | None) -> NodeLimits | None:
     if out.returncode != 0:
         raise ConfigError(
             f"sinfo failed ({out.stderr.strip()}): the SLURM cluster does not answer. Fix: "
-            "check `sinfo` on this machine (scripts/slurm_cluster.sh start for a local one)"
+            "check `sinfo` on this machine (.ci/slurm_cluster.sh start for a local one)"
         )
     limits = parse_sinfo(out.stdout, partition)
     if limits is None:

@@ -1,5 +1,5 @@
 """SLURM: ``hydra/launcher=slurm`` against a real scheduler (marker ``slurm``: ``make test-slurm``,
-run by ``.ci/run`` around ``scripts/slurm_cluster.sh start|stop``), and the launcher's pieces
+run by ``.ci/run`` around ``.ci/slurm_cluster.sh start|stop``), and the launcher's pieces
 that need none (the request check, the config, the signal handler).
 
 The ``slurm`` tests skip, naming the set-up command, where no cluster answers ``sinfo``.
@@ -26,7 +26,7 @@ from ood_bench.slurm import NodeLimits, check_request, log_cause, parse_sinfo
 from tests.conftest import CONF, DATA, FAST_TRAIN, ROOT, run_module
 
 SMALL = ["ood_sets=[uniform_noise]", FAST_TRAIN]
-SETUP = "scripts/slurm_cluster.sh start (as root; SLURM_ACCOUNTING=1 adds slurmdbd + MariaDB)"
+SETUP = ".ci/slurm_cluster.sh start (as root; SLURM_ACCOUNTING=1 adds slurmdbd + MariaDB)"
 # the runtime rows (timings, cache hits, memory) differ between any two runs
 RUNTIME = {
     "extract_s",

@@ -2,7 +2,7 @@
 the test OOD sets beside other detectors on the same features (a single-seed probe, not
 committed results; the job rows come from ``python -m ood_bench.run detector=stat_selected``).
 
-    PYTHONPATH=. python scripts/selection_probe.py benchmark=digits [overrides...] \
+    python -m ood_bench.selection.probe benchmark=digits [overrides...] \
         [--compare stat_maha_energy,stat_masf_classref]
 """
 

@@ -2,9 +2,9 @@
 # A real one-node SLURM cluster on this machine, for the SLURM tests (tests/test_slurm.py) and
 # for trying hydra/launcher=slurm by hand (docs/slurm.md):
 #
-#   scripts/slurm_cluster.sh start    # install Debian's SLURM + munge if missing, start, wait idle
-#   scripts/slurm_cluster.sh status   # the daemons this script started, and sinfo
-#   scripts/slurm_cluster.sh stop     # stop exactly the daemons it started (by their PID files)
+#   .ci/slurm_cluster.sh start    # install Debian's SLURM + munge if missing, start, wait idle
+#   .ci/slurm_cluster.sh status   # the daemons this script started, and sinfo
+#   .ci/slurm_cluster.sh stop     # stop exactly the daemons it started (by their PID files)
 #
 # SLURM_ACCOUNTING=1 adds accounting: MariaDB on 127.0.0.1 and slurmdbd (so sacct answers);
 # without it AccountingStorageType=accounting_storage/none (sacct fails, as on small clusters).
@@ -88,7 +88,7 @@ JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=5"
   fi
   cat >"$CONF" <<EOF
-# written by scripts/slurm_cluster.sh: a one-node cluster for ood-bench's SLURM tests
+# written by .ci/slurm_cluster.sh: a one-node cluster for ood-bench's SLURM tests
 ClusterName=oodbench
 SlurmctldHost=$HOST
 SlurmUser=root
