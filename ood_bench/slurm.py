@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -426,10 +427,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
         state = accounting_state(p.job.job_id) or queue_state
         text = ""
         for path in (p.job.paths.stderr, p.job.paths.stdout):
-            try:
+            with contextlib.suppress(OSError):
                 text += Path(path).read_text(errors="replace")
-            except OSError:
-                pass
         if state in ("", "FAILED", "COMPLETED") or state not in CAUSES:
             state = log_cause(text) or state or "UNKNOWN"
         cause = CAUSES.get(state, "ended without a result")

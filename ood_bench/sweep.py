@@ -160,10 +160,7 @@ def read_statuses(sweep_dir: str | Path, token: str, since: float) -> list[dict[
             continue  # being written or foreign: not this multirun's
         if not isinstance(record, dict):
             continue
-        if record.get("token"):
-            mine = record["token"] == token
-        else:
-            mine = record.get("time", 0) >= since
+        mine = record["token"] == token if record.get("token") else record.get("time", 0) >= since
         if mine:
             out.append(record)
     return out

@@ -15,6 +15,7 @@ backbone's sha256, recorded beside it, tells which weights a result used (docs/s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -75,10 +76,9 @@ def apply_threads(n: int) -> int:
     when the machine looks busier than its cores, where fewer threads are faster."""
     global _limits
     torch.set_num_threads(n)
-    try:
+    # settable once per process, before any inter-op work (a sweep's 2nd job): keep the first
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(n)
-    except RuntimeError:  # settable once per process, before any inter-op work (a sweep's 2nd job)
-        pass
     _limits = threadpool_limits(limits=n)
     cores = available_cores()
     try:

@@ -79,7 +79,9 @@ def test_a_hostile_name_in_a_csv_is_refused_before_anything_is_written(
 def test_make_report_refuses_a_traversal_name_with_exit_code_2(tmp_path: Path):
     root = results_folder(tmp_path / "a" / "b", benchmark="../../../x")
     proc = run_module(
-        str(ROOT / "scripts" / "make_report.py"),
+        "-m",
+        "ood_bench.cli",
+        "report",
         str(root),
         "--out",
         str(tmp_path / "a" / "b" / "site"),

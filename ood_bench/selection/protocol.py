@@ -166,7 +166,7 @@ def selection_rows(selection: Selection, job: dict[str, Any], cached: bool) -> l
         make_row(job, "selection_s", 0.0 if cached else selection.wall_s, "", "validation"),
     ]
     for k, v in selection.overrides.items():
-        if isinstance(v, bool) or isinstance(v, (int, float)):
+        if isinstance(v, (bool, int, float)):
             rows.append(make_row(job, f"param_{k}", float(v), "", "validation"))
         else:
             text = "null" if v is None else ",".join(v) if isinstance(v, list) else str(v)

@@ -91,9 +91,9 @@ def site_files(out: Path) -> set[str] | None:
                 log.warning("%s lists %r, outside the folder: ignored", listing, rel)
         return owned
     index = out / "index.html"
-    if index.is_file() and BRAND in index.read_text(errors="replace"):
-        if all((out / a).is_file() for a in LEGACY_ASSETS):
-            return legacy_site_files(out)
+    is_site = index.is_file() and BRAND in index.read_text(errors="replace")
+    if is_site and all((out / a).is_file() for a in LEGACY_ASSETS):
+        return legacy_site_files(out)
     if not any(out.iterdir()):
         return set()
     return None

@@ -71,10 +71,8 @@ def delong_test(
     diff = float(auroc[0] - auroc[1])
     var = max(float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), 0.0)
     se = np.sqrt(var)
-    if se > 0:
-        p = float(2 * norm.sf(abs(diff) / se))
-    else:  # identical placements: no evidence of a difference unless the AUROCs differ
-        p = 1.0 if diff == 0 else 0.0
+    # identical placements (se 0): no evidence of a difference unless the AUROCs differ
+    p = float(2 * norm.sf(abs(diff) / se)) if se > 0 else (1.0 if diff == 0 else 0.0)
     half = float(norm.ppf(0.5 + level / 2) * se)
     return PairedResult(
         "auroc", float(auroc[0]), float(auroc[1]), diff, diff - half, diff + half, p,
