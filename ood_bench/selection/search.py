@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from ood_bench.config import build
 from ood_bench.detectors.stat import StatDetector, StatOptions
 from ood_bench.detectors.stat.layers import layer_array, layer_keys, tapped_layers
-from ood_bench.detectors.stat.statistics import P_FLOOR, statistic_class
+from ood_bench.detectors.stat.registry import statistic_class
+from ood_bench.detectors.stat.statistics import P_FLOOR
 from ood_bench.errors import ConfigError
 from ood_bench.features import Features
 from ood_bench.pvalues import combine_pvalues
