@@ -92,7 +92,7 @@ novelty: venv  # novelty detection (docs/novelty.md): the novelty group of conf/
 	$(OOD) paper --group novelty
 # the results site (docs/site.md): static HTML from the CSVs under results/
 report: venv
-	$(OOD) report results --out results/site
+	OOD_BENCH_PAPER=1 $(OOD) report results --out results/site
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -365,6 +365,10 @@ def test_git_sha_ignores_generated_outputs(tmp_path, monkeypatch):
     (repo / "ood_bench" / "new.py").write_text("")
     assert environment.uncommitted_code() == ["ood_bench/new.py"]
     monkeypatch.delenv("ALLOW_DIRTY", raising=False)
+    monkeypatch.delenv("OOD_BENCH_PAPER", raising=False)
+    with pytest.raises(SystemExit, match="only the paper"):  # results/: the paper's alone
+        environment.require_clean_tree(repo / "results" / "raw" / "x.csv", "test")
+    monkeypatch.setenv("OOD_BENCH_PAPER", "1")
     with pytest.raises(SystemExit, match="ALLOW_DIRTY=1"):
         environment.require_clean_tree(repo / "results" / "raw" / "x.csv", "test")
     environment.require_clean_tree(tmp_path / "elsewhere.csv", "test")  # not committed results

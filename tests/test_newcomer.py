@@ -1,0 +1,120 @@
+"""A newcomer's afternoon (issue 33): the README's commands leave the repository clean, errors
+come first and alone, your own data through a config folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+
+
+def scratch_copy(tmp_path: Path) -> Path:
+    """The repository's tracked files (as in this work tree) in a fresh git repository."""
+    repo = tmp_path / "repo"
+    files = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        src, dst = ROOT / name, repo / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():  # ood_bench/conf -> ../conf
+            dst.symlink_to(os.readlink(src))
+        elif src.is_file():
+            shutil.copy2(src, dst)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*GIT, "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run([*GIT, "-C", str(repo), "commit", "-qm", "copy"], check=True)
+    return repo
+
+
+def readme_section(title: str) -> list[str]:
+    """The shell commands of a README section's bash blocks (continuation lines joined)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [c.strip() for b in blocks for c in b.replace("\\\n", " ").splitlines() if c.strip()]
+
+
+def shell(repo: Path, command: str) -> subprocess.CompletedProcess:
+    """Run a README command in ``repo`` with this interpreter for ``.venv/bin/...``."""
+    py = sys.executable
+    command = re.sub(r"(^|\s)\.venv/bin/ood-bench", rf"\g<1>{py} -m ood_bench.cli", command)
+    command = re.sub(r"(^|\s)\.venv/bin/python", rf"\g<1>{py}", command)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(repo),
+        "OMP_NUM_THREADS": "1",
+        "OOD_BENCH_CACHE": str(repo / ".cache"),
+    }
+    env.pop("OOD_BENCH_PAPER", None)
+    env.pop("OOD_BENCH_RESULTS", None)
+    return subprocess.run(command, shell=True, cwd=repo, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_readme_sweep_commands_leave_the_repository_clean(tmp_path):
+    repo = scratch_copy(tmp_path)
+    commands = readme_section("Run a sweep and make its tables")
+    assert len(commands) == 3, commands
+    # the README's commands, made cheap: two detectors, one seed, a 2-epoch backbone
+    commands[0] = re.sub(r"detector=\S+", "detector=pood_msp,pood_energy", commands[0])
+    commands[0] = re.sub(r"seed=\S+", "seed=0", commands[0]) + " backbone.train.epochs=2"
+    for command in commands:
+        done = shell(repo, command)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    status = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True
+    ).stdout
+    assert status == "", status
+    assert (repo / "scratch" / "tables" / "results.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "collect outputs/x --out results/raw/my_sweep.csv",
+        "tables scratch/x.csv --out results/tables",
+        "figures scratch/x.csv --out results/figures",
+        "report results --out results/site",
+    ],
+)
+def test_commands_refuse_to_write_committed_results(command, monkeypatch, capsys):
+    from ood_bench import cli
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("OOD_BENCH_PAPER", raising=False)
+    with pytest.raises(SystemExit, match=r"committed results.*scratch/"):
+        cli.main(command.split())
+
+
+def test_site_conflict_names_the_files(tmp_path):
+    from ood_bench.errors import DataError
+    from ood_bench.site.data import load
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(ROOT / "results/raw/digits_all.csv", raw / "digits_all.csv")
+    text = (raw / "digits_all.csv").read_text().splitlines()
+    head = text[0].split(",")
+    i = head.index("backbone_sha256")
+    rows = []
+    for line in text[1:]:  # the same jobs from another checkpoint (the CSV has no quoted commas
+        cells = line.split(",")  # in these columns: checked below)
+        if len(cells) != len(head) or not cells[i]:
+            continue
+        cells[i] = "f" * 64
+        cells[head.index("run_id")] = cells[head.index("run_id")] + "x"
+        rows.append(",".join(cells))
+    assert rows
+    (raw / "my_sweep.csv").write_text("\n".join([text[0], *rows]) + "\n")
+    with pytest.raises(DataError, match=r"my_sweep\.csv") as e:
+        load(tmp_path)
+    assert "digits_all.csv" in str(e.value) and "remove" in str(e.value)
