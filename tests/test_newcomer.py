@@ -118,3 +118,71 @@ def test_site_conflict_names_the_files(tmp_path):
     with pytest.raises(DataError, match=r"my_sweep\.csv") as e:
         load(tmp_path)
     assert "digits_all.csv" in str(e.value) and "remove" in str(e.value)
+
+
+# ------------------------------------------------------------------ errors first and alone
+
+
+def test_config_typo_answers_first_without_torch(tmp_path):
+    code = (
+        "import sys; from ood_bench import cli; "
+        "rc = cli.main(['run', '-m', 'detector=pood_msp,stat_maha_enrgy', 'seed=0,1']); "
+        "assert 'torch' not in sys.modules and 'hydra' not in sys.modules; sys.exit(rc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        "error: unknown detector option 'stat_maha_enrgy'. Did you mean: stat_maha_energy"
+    ), done.stderr
+    assert "Fix:" in done.stderr and done.stderr.count("\n") == 1  # one line, no option list
+
+
+def test_config_check_knows_config_dir_and_keys(tmp_path):
+    from ood_bench import cli
+
+    (tmp_path / "detector").mkdir()
+    (tmp_path / "detector" / "mine.yaml").write_text("name: pood_msp\n")
+    assert cli.unknown_option(["detector=mine"]) is not None
+    assert cli.unknown_option(["--config-dir", str(tmp_path), "detector=mine"]) is None
+    assert cli.unknown_option([f"--config-dir={tmp_path}", "+detector@x=mine"]) is None
+    ok = ["seed=0,1", "data_root=/x", "hydra/launcher=slurm", "benchmark=digits", "backbone=lenet"]
+    assert cli.unknown_option(ok + ["novelty/scenario@scenarios=[a,b]"]) is None
+    assert "unknown benchmark option 'digit'" in cli.unknown_option(["benchmark=digit"])
+
+
+def test_project_errors_print_one_line(monkeypatch, capsys):
+    from ood_bench.errors import DataError, one_line_errors
+
+    @one_line_errors
+    def task() -> None:
+        raise DataError("no data at /x. Fix: pass data_root=")
+
+    monkeypatch.delenv("OOD_BENCH_DEBUG", raising=False)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as e:
+        task()
+    assert e.value.code == 1
+    assert capsys.readouterr().err == "error: no data at /x. Fix: pass data_root=\n"
+    monkeypatch.setenv("OOD_BENCH_DEBUG", "1")
+    with pytest.raises(DataError):
+        task()
+
+
+@pytest.mark.slow
+def test_run_prints_a_project_error_without_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("OOD_BENCH_DEBUG", None)
+    env.pop("HYDRA_FULL_ERROR", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "ood_bench.cli", "run", "benchmark=mnist_fashion"]
+        + [f"data_root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: data root ")

@@ -27,6 +27,7 @@ from ood_bench.backbones import TrainConfig, build_model, model_accuracy, train_
 from ood_bench.backbones.checkpoints import in_memory
 from ood_bench.config import CONF_DIR, build
 from ood_bench.environment import environment
+from ood_bench.errors import one_line_errors
 from ood_bench.hashing import sha256_file
 from ood_bench.pipeline import seed_everything
 from ood_bench.threads import set_job_threads
@@ -35,6 +36,7 @@ log = logging.getLogger("train_backbone")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     """Train the configured backbone (Hydra entry point), save its state dict and JSON card,
     and print the arguments that make the harness load it."""
