@@ -186,3 +186,70 @@ def test_run_prints_a_project_error_without_traceback(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: data root ")
+
+
+# ------------------------------------------------------------------ bring your own data
+
+EXAMPLES = ROOT / "docs" / "examples" / "conf"
+
+
+def documented_command(yaml: Path) -> list[str]:
+    """The ``ood-bench run ...`` command in the example file's header comment, as arguments."""
+    header = [line[1:].strip() for line in yaml.read_text().splitlines() if line.startswith("#")]
+    start = next(i for i, line in enumerate(header) if line.startswith("ood-bench run "))
+    words = []
+    for line in header[start:]:
+        words += line.removesuffix("\\").split()
+        if not line.endswith("\\"):  # the command's last line
+            break
+    return words[2:]
+
+
+def tiny_images(root: Path) -> None:
+    """Both examples' files under ``root``: 3 classes of 28×28 grey images, an OOD set."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 90), ("test", 30)):
+        y = np.arange(n) % 3
+        x = (rng.random((n, 28, 28)) * 40 + y[:, None, None] * 90).astype(np.uint8)
+        (root / "my_data").mkdir(parents=True, exist_ok=True)
+        np.savez(root / "my_data" / f"{split}.npz", x=x, y=y)
+        for i, (img, c) in enumerate(zip(x, y, strict=True)):
+            d = root / "my_images" / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(d / f"{i}.png")
+    ood = (rng.random((20, 28, 28)) * 255).astype(np.uint8)
+    np.savez(root / "my_ood.npz", x=ood)
+    (root / "my_ood_images" / "any").mkdir(parents=True)
+    for i, img in enumerate(ood):
+        Image.fromarray(img).save(root / "my_ood_images" / "any" / f"{i}.png")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["my_npz", "my_imagefolder"])
+def test_your_own_data_examples_run(example, tmp_path):
+    import pandas as pd
+
+    tiny_images(tmp_path / "data")
+    args = documented_command(EXAMPLES / "benchmark" / f"{example}.yaml")
+    assert args[:3] == ["--config-dir", "docs/examples/conf", f"benchmark={example}"], args
+    args = [
+        a.replace("/path/to/data", str(tmp_path / "data")).replace("stat_maha_energy", "pood_msp")
+        for a in args
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "ood_bench.cli", "run", *args, "threads=1"]
+        + [f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pd.read_csv(run_dir / "metrics.csv")
+    assert set(rows["status"]) == {"ok"} and set(rows["benchmark"]) == {example}
+    assert {"my_ood", "my_ood_images"} & set(rows["ood_dataset"])
