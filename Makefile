@@ -36,20 +36,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# OpenOOD with --no-deps (it pins old packages the adapter does not need; docs/openood.md), plus
-# faiss-cpu (KNN), statsmodels and libmr (OpenMax; its sdist needs Cython and numpy to build).
+# OpenOOD with --no-deps, faiss-cpu, statsmodels and libmr (.ci/openood.sh; docs/openood.md)
 openood: venv
-	rm -rf $(OPENOOD_DIR)/src && mkdir -p $(OPENOOD_DIR)/src $(OPENOOD_DIR)/wheels
-	src="$(OPENOOD_SRC)"; \
-	if [ -d "$$src" ]; then cp -r "$$src"/. $(OPENOOD_DIR)/src/; \
-	else case "$$src" in http*) curl -fsSL "$$src" -o $(OPENOOD_DIR)/openood.tar.gz; \
-	  src=$(OPENOOD_DIR)/openood.tar.gz;; esac; \
-	  tar -xzf "$$src" -C $(OPENOOD_DIR)/src --strip-components=1; fi
-	$(PY) -m pip install --quiet --no-deps -e $(OPENOOD_DIR)/src
-	$(PY) -m pip install --quiet faiss-cpu statsmodels Cython
-	$(PY) -m pip wheel --quiet --no-build-isolation --no-deps libmr==0.1.9 -w $(OPENOOD_DIR)/wheels
-	$(PY) -m pip install --quiet --no-deps $(OPENOOD_DIR)/wheels/libmr-*.whl
-	$(PY) -c "import openood, faiss, libmr; print('OpenOOD installed from $(OPENOOD_SRC)')"
+	.ci/openood.sh "$(OPENOOD_SRC)" $(OPENOOD_DIR) $(PY)
 
 # a fresh sweep each time (backbones and features stay cached)
 demo: venv

@@ -253,3 +253,26 @@ def test_your_own_data_examples_run(example, tmp_path):
     rows = pd.read_csv(run_dir / "metrics.csv")
     assert set(rows["status"]) == {"ok"} and set(rows["benchmark"]) == {example}
     assert {"my_ood", "my_ood_images"} & set(rows["ood_dataset"])
+
+
+# ------------------------------------------------------------------ make openood offline
+
+
+@pytest.mark.parametrize("src", ["http://127.0.0.1:9/openood.tar.gz", "missing.tar.gz"])
+def test_make_openood_offline_names_the_vendored_tarball(src, tmp_path):
+    done = subprocess.run(
+        [str(ROOT / ".ci" / "openood.sh"), src, str(tmp_path / "oo"), "/bin/false"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("make openood: "), done.stderr
+    assert "OPENOOD_SRC=../shared/vendor/OpenOOD-3c35632ee91b.tar.gz" in lines[0]
+
+
+def test_makefile_openood_recipe_is_the_script():
+    text = (ROOT / "Makefile").read_text()
+    assert len(text.splitlines()) <= 100
+    assert '.ci/openood.sh "$(OPENOOD_SRC)" $(OPENOOD_DIR) $(PY)' in text
