@@ -237,7 +237,11 @@ def _subdir(*overrides: str) -> str:
 def test_sweep_subfolders_differ_for_different_configs_only():
     k10 = _subdir("detector=pood_knn", "detector.params.k=10")
     k50 = _subdir("detector=pood_knn", "detector.params.k=50")
-    assert k10 != k50 and k10.startswith("pood_knn_s0_")
+    assert k10 != k50 and k10.startswith("digits_pood_knn_s0_")
+    # the benchmark names the folder: two benchmarks of one sweep never share a prefix
+    assert _subdir("detector=pood_knn", "benchmark=digits_open").startswith(
+        "digits_open_pood_knn_s0_"
+    )
     assert _subdir("detector=pood_knn", "detector.params.k=10") == k10
     # where things are is not what is computed: the same folder
     assert _subdir("detector=pood_knn", "detector.params.k=10", "batch_size=7") == k10
