@@ -276,3 +276,28 @@ def test_makefile_openood_recipe_is_the_script():
     text = (ROOT / "Makefile").read_text()
     assert len(text.splitlines()) <= 100
     assert '.ci/openood.sh "$(OPENOOD_SRC)" $(OPENOOD_DIR) $(PY)' in text
+
+
+# ------------------------------------------------------------------ make test
+
+
+def test_openood_install_hint_once_per_session(tmp_path):
+    (tmp_path / "test_three.py").write_text(
+        "import pytest\nfrom tests.conftest import OPENOOD_SKIP\n\n"
+        + "".join(
+            f"@pytest.mark.skipif(True, reason=OPENOOD_SKIP)\ndef test_{i}():\n    pass\n\n"
+            for i in range(3)
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-ra", "-q"]
+        + ["-p", "no:cacheprovider", str(tmp_path / "test_three.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "3 skipped" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.count("git clone https://github.com/Jingkang50/OpenOOD") == 1, done.stdout
