@@ -24,7 +24,7 @@ DEMO_THREADS ?= 1
 OPENOOD_SRC ?= https://github.com/Jingkang50/OpenOOD/archive/3c35632ee91b54b09d1f085d04f94744cece7d0b.tar.gz
 OPENOOD_DIR ?= .openood
 
-.PHONY: venv demo test test-slow test-openood test-browser lint paper report clean openood novelty
+.PHONY: venv demo test test-quick test-slow test-openood test-browser lint paper report clean openood novelty
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 2; }
@@ -56,6 +56,11 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest
+# a few minutes: not the sweeps' subprocess tests, OpenOOD, the library comparison, real data
+QUICK_SKIP ?= test_sweeps test_sweep_summary test_run test_openood test_libcompare test_report \
+  test_real_data test_pytorch_ood_all test_site_browser
+test-quick: venv
+	$(PY) -m pytest -x -q $(QUICK_SKIP:%=--ignore=tests/%.py)
 # the slow tests (kill-and-resume of a sweep, submitit's local executor): run by CI after `test`
 test-slow: venv
 	$(PY) -m pytest -m slow

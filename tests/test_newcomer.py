@@ -301,3 +301,13 @@ def test_openood_install_hint_once_per_session(tmp_path):
     )
     assert "3 skipped" in done.stdout, done.stdout + done.stderr
     assert done.stdout.count("git clone https://github.com/Jingkang50/OpenOOD") == 1, done.stdout
+
+
+def test_make_test_quick_skips_existing_files_and_readme_says_how_long():
+    text = (ROOT / "Makefile").read_text()
+    assert "test-quick: venv" in text and len(text.splitlines()) <= 100
+    skip = re.search(r"QUICK_SKIP \?= (.*?)\ntest-quick", text, re.S).group(1)
+    names = skip.replace("\\", " ").split()
+    assert names and all((ROOT / "tests" / f"{n}.py").is_file() for n in names), names
+    readme = (ROOT / "README.md").read_text()
+    assert "about 8-10 minutes on a quiet 2-core machine" in readme and "`make test-quick`" in readme
