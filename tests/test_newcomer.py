@@ -310,4 +310,6 @@ def test_make_test_quick_skips_existing_files_and_readme_says_how_long():
     names = skip.replace("\\", " ").split()
     assert names and all((ROOT / "tests" / f"{n}.py").is_file() for n in names), names
     readme = (ROOT / "README.md").read_text()
-    assert "about 8-10 minutes on a quiet 2-core machine" in readme and "`make test-quick`" in readme
+    assert (
+        "about 8-10 minutes on a quiet 2-core machine" in readme and "`make test-quick`" in readme
+    )
