@@ -112,11 +112,12 @@ def read_tidy(root: Path, files: list[Path]) -> pd.DataFrame:
 
 
 def conflict_files(root: Path, df: pd.DataFrame, conflicts: pd.DataFrame) -> str:
-    """Which files hold each conflicting checkpoint: ``sha <prefix>: ROOT/raw/a.csv, ...``."""
+    """The files holding the conflicting checkpoints, each with their sha256 prefixes:
+    ``ROOT/raw/a.csv: 0481320a9420, 1555732b3f4d; ROOT/raw/b.csv: ffffffffffff``."""
     ok = df[(df["status"] == "ok") & df["backbone_sha256"].isin(set(conflicts["sha256"].explode()))]
-    files = ok.groupby("backbone_sha256")["source"].unique()
+    shas = ok.groupby("source")["backbone_sha256"].unique()
     return "; ".join(
-        f"sha {sha[:12]}: {', '.join(str(root / x) for x in sorted(f))}" for sha, f in files.items()
+        f"{root / f}: {', '.join(sorted(x[:12] for x in v))}" for f, v in sorted(shas.items())
     )
 
 
