@@ -24,7 +24,7 @@ DEMO_THREADS ?= 1
 OPENOOD_SRC ?= https://github.com/Jingkang50/OpenOOD/archive/3c35632ee91b54b09d1f085d04f94744cece7d0b.tar.gz
 OPENOOD_DIR ?= .openood
 
-.PHONY: venv demo test test-slow test-openood test-browser lint paper report clean openood novelty
+.PHONY: venv demo test test-quick test-slow test-openood test-browser lint paper report clean openood novelty
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 2; }
@@ -36,20 +36,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# OpenOOD with --no-deps (it pins old packages the adapter does not need; docs/openood.md), plus
-# faiss-cpu (KNN), statsmodels and libmr (OpenMax; its sdist needs Cython and numpy to build).
+# OpenOOD with --no-deps, faiss-cpu, statsmodels and libmr (.ci/openood.sh; docs/openood.md)
 openood: venv
-	rm -rf $(OPENOOD_DIR)/src && mkdir -p $(OPENOOD_DIR)/src $(OPENOOD_DIR)/wheels
-	src="$(OPENOOD_SRC)"; \
-	if [ -d "$$src" ]; then cp -r "$$src"/. $(OPENOOD_DIR)/src/; \
-	else case "$$src" in http*) curl -fsSL "$$src" -o $(OPENOOD_DIR)/openood.tar.gz; \
-	  src=$(OPENOOD_DIR)/openood.tar.gz;; esac; \
-	  tar -xzf "$$src" -C $(OPENOOD_DIR)/src --strip-components=1; fi
-	$(PY) -m pip install --quiet --no-deps -e $(OPENOOD_DIR)/src
-	$(PY) -m pip install --quiet faiss-cpu statsmodels Cython
-	$(PY) -m pip wheel --quiet --no-build-isolation --no-deps libmr==0.1.9 -w $(OPENOOD_DIR)/wheels
-	$(PY) -m pip install --quiet --no-deps $(OPENOOD_DIR)/wheels/libmr-*.whl
-	$(PY) -c "import openood, faiss, libmr; print('OpenOOD installed from $(OPENOOD_SRC)')"
+	.ci/openood.sh "$(OPENOOD_SRC)" $(OPENOOD_DIR) $(PY)
 
 # a fresh sweep each time (backbones and features stay cached)
 demo: venv
@@ -67,6 +56,11 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest
+# a few minutes: not the sweeps' subprocess tests, OpenOOD, the library comparison, real data
+QUICK_SKIP ?= test_sweeps test_sweep_summary test_run test_openood test_libcompare test_report \
+  test_real_data test_pytorch_ood_all test_site_browser
+test-quick: venv
+	$(PY) -m pytest -x -q $(QUICK_SKIP:%=--ignore=tests/%.py)
 # the slow tests (kill-and-resume of a sweep, submitit's local executor): run by CI after `test`
 test-slow: venv
 	$(PY) -m pytest -m slow
@@ -95,7 +89,7 @@ novelty: venv  # novelty detection (docs/novelty.md): the novelty group of conf/
 	$(OOD) paper --group novelty
 # the results site (docs/site.md): static HTML from the CSVs under results/
 report: venv
-	$(OOD) report results --out results/site
+	OOD_BENCH_PAPER=1 $(OOD) report results --out results/site
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -65,13 +65,26 @@ def git_sha() -> str:
         return "unknown"
 
 
+# set by ``ood-bench paper`` (make paper) for its stages: only they write the committed results/
+PAPER_ENV = "OOD_BENCH_PAPER"
+
+
 def require_clean_tree(out: str | Path, what: str) -> None:
-    """Refuse to write committed results (``out`` inside the repository's ``results/``) from
-    uncommitted code, unless ``ALLOW_DIRTY=1``: then warn, and the rows carry ``+dirty``."""
+    """Refuse to write committed results (``out`` inside the repository's ``results/``) unless
+    the paper runs (``OOD_BENCH_PAPER=1``): a user's sweep in ``results/raw`` would overwrite the
+    paper's tables and break the repository's tests. From uncommitted code, refuse too unless
+    ``ALLOW_DIRTY=1``: then warn, and the rows carry ``+dirty``."""
     results = REPO / "results"
     target = Path(out).expanduser().resolve()
     if target != results and results not in target.parents:
         return
+    if os.environ.get(PAPER_ENV) != "1":
+        raise SystemExit(
+            f"{what}: refusing to write into the committed results ({target}): only the paper "
+            f"(make paper, ood-bench paper) writes under {results}. Fix: write to a scratch "
+            f"folder, e.g. --out scratch/{target.name} (git-ignored), or set {PAPER_ENV}=1 to "
+            "regenerate the committed results on purpose."
+        )
     try:
         changed = uncommitted_code()
     except (OSError, subprocess.SubprocessError):

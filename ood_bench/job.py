@@ -31,7 +31,7 @@ from ood_bench.backbones import known_sha256
 from ood_bench.config import ENV_KEYS, NOT_IN_HASH, config_hash, env_reads
 from ood_bench.data.base import Benchmark
 from ood_bench.environment import check_device, environment
-from ood_bench.errors import ConfigError
+from ood_bench.errors import USER_ERRORS, ConfigError, debug
 from ood_bench.hashing import hash_obj
 from ood_bench.interrupt import JobInterrupted, interruptible
 from ood_bench.names import check_name, check_names, is_valid_name, suggest_name
@@ -341,7 +341,9 @@ def fail(error: Exception, job: dict[str, Any], out_csv: Path, multirun: bool) -
     """Record a failed job: its ``failed`` row in ``metrics.csv`` and its status, then re-raise
     ``error`` outside a multirun. In a multirun nothing escapes (not even a failure to write the
     row), so the sweep goes on and its summary counts this job."""
-    log.error("job failed: %s", error, exc_info=error)
+    # the project's errors name cause and fix: their traceback only under OOD_BENCH_DEBUG=1
+    quiet = isinstance(error, USER_ERRORS) and not debug()
+    log.error("job failed: %s", error, exc_info=None if quiet else error)
     job = {**job, "status": "failed", "error": f"{type(error).__name__}: {error}"[:1000]}
     df = to_frame([make_row(job, "job", float("nan"))])
     try:

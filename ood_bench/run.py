@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from ood_bench.calibration import CalibratedDetector
 from ood_bench.data.base import Benchmark
 from ood_bench.detectors.base import Detector
-from ood_bench.errors import ConfigError
+from ood_bench.errors import ConfigError, one_line_errors
 from ood_bench.job import JobResult, peak_rss_mb, run_job
 from ood_bench.metrics import ALPHAS, accuracy, fpr_at_alpha, ood_metrics, pvalue_metrics
 from ood_bench.pipeline import Prepared, fitted_detector, prepare
@@ -205,6 +205,7 @@ def summary(df: pd.DataFrame) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     """Run one job (Hydra entry point): :func:`evaluate` inside the shared job scaffold
     (:func:`ood_bench.job.run_job`: skip when complete, ``failed`` row, writing)."""

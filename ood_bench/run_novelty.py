@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ood_bench.config import CONF_DIR, build
 from ood_bench.data.base import Benchmark
 from ood_bench.detectors.base import Detector
-from ood_bench.errors import ConfigError
+from ood_bench.errors import ConfigError, one_line_errors
 from ood_bench.job import JobResult, peak_rss_mb, run_job
 from ood_bench.metrics import accuracy
 from ood_bench.novelty import (
@@ -372,6 +372,7 @@ def summary_table(df: pd.DataFrame) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="novelty")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     """Run one novelty job (Hydra entry point) in the shared job scaffold
     (:func:`ood_bench.job.run_job`): every scenario's trials, written as gzip trial and sample

@@ -14,6 +14,21 @@ CONF = ROOT / "conf"
 # on-disk datasets for the real-data tests: $OOD_BENCH_DATA, else ../shared/data beside the clone
 # (as .ci/run sets it). Tests that need it skip, saying so, when it is not there.
 DATA = Path(os.environ.get("OOD_BENCH_DATA") or ROOT.parent / "shared" / "data")
+# the skip reason of the tests that need OpenOOD; how to install it is printed once, at the end
+OPENOOD_SKIP = "OpenOOD is not installed: make openood (install lines: printed once per session)"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """OpenOOD's install lines once per session when a test skipped for want of it (not once
+    per skipped test: -ra lists every skip location)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any(OPENOOD_SKIP in str(getattr(r, "longrepr", "")) for r in skipped):
+        from ood_bench.detectors.openood import loader
+
+        terminalreporter.write_sep("-", "OpenOOD (the skipped tests above need it)")
+        terminalreporter.write_line(loader.INSTALL_HINT)
+
+
 # fast training for tests: enough epochs for a backbone that clearly beats chance
 FAST_TRAIN = "backbone.train.epochs=15"
 

@@ -237,7 +237,11 @@ def _subdir(*overrides: str) -> str:
 def test_sweep_subfolders_differ_for_different_configs_only():
     k10 = _subdir("detector=pood_knn", "detector.params.k=10")
     k50 = _subdir("detector=pood_knn", "detector.params.k=50")
-    assert k10 != k50 and k10.startswith("pood_knn_s0_")
+    assert k10 != k50 and k10.startswith("digits_pood_knn_s0_")
+    # the benchmark names the folder: two benchmarks of one sweep never share a prefix
+    assert _subdir("detector=pood_knn", "benchmark=digits_open").startswith(
+        "digits_open_pood_knn_s0_"
+    )
     assert _subdir("detector=pood_knn", "detector.params.k=10") == k10
     # where things are is not what is computed: the same folder
     assert _subdir("detector=pood_knn", "detector.params.k=10", "batch_size=7") == k10
@@ -365,6 +369,10 @@ def test_git_sha_ignores_generated_outputs(tmp_path, monkeypatch):
     (repo / "ood_bench" / "new.py").write_text("")
     assert environment.uncommitted_code() == ["ood_bench/new.py"]
     monkeypatch.delenv("ALLOW_DIRTY", raising=False)
+    monkeypatch.delenv("OOD_BENCH_PAPER", raising=False)
+    with pytest.raises(SystemExit, match="only the paper"):  # results/: the paper's alone
+        environment.require_clean_tree(repo / "results" / "raw" / "x.csv", "test")
+    monkeypatch.setenv("OOD_BENCH_PAPER", "1")
     with pytest.raises(SystemExit, match="ALLOW_DIRTY=1"):
         environment.require_clean_tree(repo / "results" / "raw" / "x.csv", "test")
     environment.require_clean_tree(tmp_path / "elsewhere.csv", "test")  # not committed results

@@ -322,3 +322,11 @@ def _is_number(text: object) -> bool:
         return not math.isnan(float(str(text)))
     except ValueError:
         return False
+
+
+def test_ood_bench_counts_only_its_own_detectors():
+    # the pood_* / openood_* options wrap the other two libraries: theirs, not ood-bench's
+    options = ["ob_neco", "ob_cop", "stat_masf", "pood_msp", "openood_knn", "openood_vim"]
+    m = api.own_detectors(options)
+    assert m.library == "ood_bench" and m.name == "detectors" and m.value == 3
+    assert m.detail.startswith("2 ob_* + 1 stat_*;") and "3 pood_* / openood_*" in m.detail

@@ -20,7 +20,7 @@ from ood_bench.detectors.openood import OpenOODNet
 from ood_bench.errors import ConfigError, NotApplicable
 from ood_bench.features import Features
 from ood_bench.metrics import ood_metrics
-from tests.conftest import CONF, ROOT, run_module
+from tests.conftest import CONF, OPENOOD_SKIP, ROOT, run_module
 
 
 def _have_openood() -> bool:
@@ -31,7 +31,8 @@ def _have_openood() -> bool:
         return False
 
 
-needs_openood = pytest.mark.skipif(not _have_openood(), reason=oo.INSTALL_HINT)
+# a one-line reason per test: the install lines are printed once per session (conftest.py)
+needs_openood = pytest.mark.skipif(not _have_openood(), reason=OPENOOD_SKIP)
 OPTIONS = sorted(p.stem for p in (CONF / "detector").glob("openood_*.yaml"))
 # fit + score above ~20 s each on 2 CPU cores (mixtures / Gram matrices of every layer): -m slow
 SLOW = {"openood_gmm", "openood_gram"}

@@ -13,6 +13,9 @@ import importlib
 import runpy
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+CONF = Path(__file__).resolve().parents[1] / "conf"  # the Hydra entries' config folder
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,48 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def config_dirs(args: list[str]) -> list[Path]:
+    """The config folders a Hydra entry searches: ``--config-dir`` / ``-cd`` ones, then conf/."""
+    dirs = []
+    for i, a in enumerate(args):
+        if a in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]))
+        elif a.startswith("--config-dir="):
+            dirs.append(Path(a.split("=", 1)[1]))
+    return [*dirs, CONF]
+
+
+def unknown_option(args: list[str]) -> str | None:
+    """The first ``group=value`` override naming no file of ``<config dir>/<group>/``, as the
+    message to print (with the closest options), or None. Keys that are not config groups,
+    Hydra's own groups, lists, interpolations and sweep functions are left to Hydra."""
+    dirs = config_dirs(args)
+    for a in args:
+        if "=" not in a or a.startswith("-"):
+            continue
+        key, value = a.split("=", 1)
+        group = key.lstrip("+~").split("@", 1)[0]
+        if not group or group.startswith("hydra") or any(c in value for c in "[]{}()$'\""):
+            continue
+        folders = [d / group for d in dirs if (d / group).is_dir()]
+        if not folders:
+            continue  # a key (seed=0, data_root=...), not a config group
+        options = sorted({f.stem for d in folders for f in d.glob("*.yaml")})
+        for v in value.split(","):
+            v = v.strip()
+            if v in ("", "null") or any((d / f"{v}.yaml").is_file() for d in folders):
+                continue
+            close = difflib.get_close_matches(v, options, n=3, cutoff=0.6)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            where = " or ".join(f"conf/{group}/" if d.parent == CONF else str(d) for d in folders)
+            return (
+                f"unknown {group} option {v!r}.{hint} Fix: one of the {len(options)} files "
+                f"<name>.yaml of {where} ({group}=<name>; a file of your own: --config-dir DIR "
+                f"with DIR/{group}/<name>.yaml)."
+            )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``ood-bench COMMAND ARGS``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -161,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if command.hydra and any(a in ("-h", "--help") for a in args):
         print(HYDRA_HELP.format(name=name, **vars(command)))
         return 0
+    if command.hydra and (problem := unknown_option(args)):
+        print(f"error: {problem}", file=sys.stderr)  # before Hydra's list of every option
+        return 2
     sys.argv = [f"ood-bench {name}", *args]  # argparse's prog; Hydra reads its overrides here
     if command.hydra:
         # as `python -m MODULE`: Hydra finds the config folder beside a __main__ module's file

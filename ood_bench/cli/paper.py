@@ -47,6 +47,7 @@ def _run(chosen: list[Stage], dry_run: bool) -> int:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        "OOD_BENCH_PAPER": "1",  # its stages may write the committed results/ (environment.py)
     }
     for stage in chosen:
         missing = stage.missing()
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         from ood_bench.environment import require_clean_tree
 
+        os.environ["OOD_BENCH_PAPER"] = "1"  # the paper is the one writer of results/
         require_clean_tree(Path("results"), "ood-bench paper")
     return _run(chosen, args.dry_run)
 

@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ood_bench.environment import require_clean_tree
 from ood_bench.errors import DataError
 from ood_bench.site import build_site
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out if args.out is not None else args.results / "site"
+    require_clean_tree(out, "ood-bench report")
     try:
         files = build_site(args.results, out)
     except DataError as e:

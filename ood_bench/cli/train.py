@@ -27,6 +27,7 @@ from ood_bench.backbones.cards import save_checkpoint
 from ood_bench.backbones.checkpoints import checkpoint_identity, in_memory, model_kwargs
 from ood_bench.config import CONF_DIR, build
 from ood_bench.environment import environment
+from ood_bench.errors import one_line_errors
 from ood_bench.pipeline import seed_everything
 from ood_bench.threads import set_job_threads
 
@@ -34,6 +35,7 @@ log = logging.getLogger("train_backbone")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     """Train the configured backbone (Hydra entry point), save its state dict and JSON card,
     and print the arguments that make the harness load it."""

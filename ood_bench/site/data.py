@@ -111,6 +111,16 @@ def read_tidy(root: Path, files: list[Path]) -> pd.DataFrame:
     return one_result_per_job(pd.concat(frames, ignore_index=True))
 
 
+def conflict_files(root: Path, df: pd.DataFrame, conflicts: pd.DataFrame) -> str:
+    """The files holding the conflicting checkpoints, each with their sha256 prefixes:
+    ``ROOT/raw/a.csv: 0481320a9420, 1555732b3f4d; ROOT/raw/b.csv: ffffffffffff``."""
+    ok = df[(df["status"] == "ok") & df["backbone_sha256"].isin(set(conflicts["sha256"].explode()))]
+    shas = ok.groupby("source")["backbone_sha256"].unique()
+    return "; ".join(
+        f"{root / f}: {', '.join(sorted(x[:12] for x in v))}" for f, v in sorted(shas.items())
+    )
+
+
 def load(root: str | Path) -> Results:
     """Read ``root/raw/*.csv``; a clear error when the folder or its CSVs are missing, or when
     one backbone name holds results of several checkpoints."""
@@ -130,8 +140,9 @@ def load(root: str | Path) -> Results:
     if len(conflicts):
         raise DataError(
             f"{root / 'raw'} mixes backbone checkpoints under one name "
-            f"({len(conflicts)} benchmark/backbone/seed): ood-bench tables says which; "
-            "collect one checkpoint's results"
+            f"({len(conflicts)} benchmark/backbone/seed; {conflict_files(root, df, conflicts)}). "
+            "Fix: remove the file that is not the paper's (a sweep of your own belongs in "
+            "scratch/), or collect one checkpoint's results"
         )
     if not (df["status"] == "ok").any():
         errors = df.loc[df["error"] != "", "error"]

@@ -213,24 +213,33 @@ def detector_measures(lib: Library, results: pd.DataFrame | None) -> list[Measur
             "detector_forward_samples",
             "no collected results with detector_forward_samples",
         )
-    return [
-        Measure(
-            lib.key,
-            A,
-            "detectors",
-            len(options),
-            "options in conf/detector/",
-            detail=f"{len(native)} native; the others wrap pytorch-ood or OpenOOD",
-        ),
-        reuse,
-        Measure(
-            lib.key,
-            A,
-            "model interface",
-            "any nn.Module: layers read by forward hooks (taps found by a probe pass)",
-            "ood_bench.features: hooks on named modules, no method required",
-        ),
-    ]
+    hooks = Measure(
+        lib.key,
+        A,
+        "model interface",
+        "any nn.Module: layers read by forward hooks (taps found by a probe pass)",
+        "ood_bench.features: hooks on named modules, no method required",
+    )
+    return [own_detectors(options), reuse, hooks]
+
+
+def own_detectors(options: list[str]) -> Measure:
+    """ood-bench's own detectors: its native ports (``ob_*``) and statistical ones (``stat_*``);
+    its ``pood_*`` / ``openood_*`` options wrap the other two libraries and count as theirs."""
+    native = [o for o in options if not o.startswith(("pood_", "openood_"))]
+    ob = sum(o.startswith("ob_") for o in native)
+    stat = sum(o.startswith("stat_") for o in native)
+    wrapped = len(options) - len(native)
+    return Measure(
+        "ood_bench",
+        A,
+        "detectors",
+        len(native),
+        "its own options in conf/detector/: ob_* (native ports) and stat_* (statistical)",
+        detail=f"{ob} ob_* + {stat} stat_*"
+        + (f" + {len(native) - ob - stat} other" if len(native) > ob + stat else "")
+        + f"; its {wrapped} pood_* / openood_* options wrap pytorch-ood and OpenOOD (theirs)",
+    )
 
 
 def example_code(lib: Library) -> Path:
