@@ -182,3 +182,37 @@ def test_every_metric_the_demo_prints_is_defined_in_one_line():
     assert [d.split(":", 1)[0] for d in defs] == [f"- {m}" for m in DEFINED]
     assert "- fpr95_id: fraction of OOD accepted when 95% of ID is accepted" in text
     assert "- tpr_at_0.05: fraction of the OOD set rejected at level 0.05." in text
+
+
+def test_validity_judges_conformal_fprs_by_their_beta_binomial_law():
+    """One job, n = 450 ID test, n_calib = 269: 7.3 % rejected at alpha 5 % is above the exact
+    binomial interval's reach (significant for a binomial) but inside the Beta-binomial range
+    of valid marginal conformal p-values sharing one calibration set; 12 % is above both."""
+    import pandas as pd
+
+    from ood_bench.summary import validity
+
+    def rows(fpr: float, run: str) -> pd.DataFrame:
+        base = {
+            "benchmark": "digits",
+            "backbone": "cnn",
+            "detector": run,
+            "status": "ok",
+            "ood_dataset": "",
+            "run_id": run,
+            "n_id": 450,
+            "library": "x",
+            "corruption": "none",
+        }
+        return pd.DataFrame(
+            [
+                {**base, "metric": "fpr_at_0.05", "value": fpr},
+                {**base, "metric": "p_min", "value": 1 / 270},
+                {**base, "metric": "calib_class_conditional", "value": 0.0},
+            ]
+        )
+
+    v = validity(pd.concat([rows(33 / 450, "a"), rows(54 / 450, "b")], ignore_index=True))
+    assert not v.loc[("digits", "cnn", "a"), "above_alpha"]
+    assert v.loc[("digits", "cnn", "a"), "ci_low"] > 0.05  # a binomial check would flag it
+    assert v.loc[("digits", "cnn", "b"), "above_alpha"]
