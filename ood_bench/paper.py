@@ -138,8 +138,9 @@ class Stage:
         """What the stage writes: its declared outputs, its sweep folder, its collected CSV,
         the card of the checkpoint it trains."""
         extra = [self.sweep] if self.sweep and (self.run or self.novelty) else []
-        if self.collect:
-            extra.append(self.collect)
+        if self.collect:  # the CSV and the per-sample scores collect gathers beside it
+            scores = Path(self.collect).parent.parent / "scores" / Path(self.collect).stem
+            extra += [self.collect, f"{scores.as_posix()}/*.npz"]
         if self.train:
             p = pairing(self.train)
             ck = p.checkpoint or f"checkpoints/{p.backbone}_{p.benchmark}_s0.pt"
