@@ -13,6 +13,7 @@ from scipy.stats import binomtest
 
 from ood_bench.report import aggregate, failed_table, fmt_mean_std, ok_rows
 from ood_bench.results import METRICS
+from ood_bench.validity import conformal_band, job_calibration
 
 KEYS = ["benchmark", "backbone", "detector"]
 GROUPS = ("near", "far")
@@ -93,13 +94,7 @@ def validity(df: pd.DataFrame, alpha: float = 0.05, level: float = 0.95) -> pd.D
     where a job's calibration size is unknown or not marginal (:mod:`ood_bench.validity`)."""
     d = ok_rows(df)
     cols = ["k", "n", "fpr", "ci_low", "ci_high", "alpha_in_ci", "above_alpha"]
-    job = (
-        d[d["ood_dataset"] == ""].pivot_table(
-            index=[*KEYS, "run_id"], columns="metric", values="value", aggfunc="first"
-        )
-        if "run_id" in d.columns
-        else None
-    )
+    jobs = d[d["ood_dataset"] == ""] if "run_id" in d.columns else None
     d = d[(d["metric"] == f"fpr_at_{alpha:g}") & (d["ood_dataset"] == "")]
     if d.empty:
         return pd.DataFrame(columns=cols, index=pd.MultiIndex.from_tuples([], names=KEYS))
@@ -108,10 +103,10 @@ def validity(df: pd.DataFrame, alpha: float = 0.05, level: float = 0.95) -> pd.D
     rows = []
     for key, (k, n) in zip(counts.index, zip(counts["k"], counts["n"], strict=True), strict=True):
         ci = binomtest(int(k), int(n), alpha).proportion_ci(confidence_level=level, method="exact")
-        upper = (
+        high = (
             None
-            if job is None
-            else _conformal_upper(d[d[KEYS].apply(tuple, axis=1) == key], job, alpha, level)
+            if jobs is None
+            else _conformal_high(d[d[KEYS].apply(tuple, axis=1) == key], jobs, alpha, level)
         )
         rows.append(
             {
@@ -119,34 +114,26 @@ def validity(df: pd.DataFrame, alpha: float = 0.05, level: float = 0.95) -> pd.D
                 "ci_low": ci.low,
                 "ci_high": ci.high,
                 "alpha_in_ci": ci.low <= alpha <= ci.high,
-                "above_alpha": ci.low > alpha if upper is None else k > upper,
+                "above_alpha": ci.low > alpha if high is None else k / n > high,
             }
         )
     return pd.concat([counts, pd.DataFrame(rows, index=counts.index)], axis=1)[cols]
 
 
-def _conformal_upper(
-    runs: pd.DataFrame, job: pd.DataFrame, alpha: float, level: float
-) -> int | None:
-    """The upper end of the central ``level`` range of the pooled count of ID rejections of
-    valid marginal conformal p-values (Beta-binomial per job, convolved); None when a job's
+def _conformal_high(
+    runs: pd.DataFrame, jobs: pd.DataFrame, alpha: float, level: float
+) -> float | None:
+    """The upper end of :func:`ood_bench.validity.conformal_band` for these runs (each job's
+    calibration size from :func:`ood_bench.validity.job_calibration`); None when a job's
     calibration is not marginal or its size unknown."""
-    from scipy.stats import betabinom
-
-    pmf = np.ones(1)
+    n_test, n_calib = [], []
     for r in runs.itertuples(index=False):
-        v = job.loc[(*(getattr(r, c) for c in KEYS), r.run_id)]
-        p_min = v.get("p_min", np.nan)
-        marginal = v.get("calib_class_conditional", 0) != 1 and v.get("calib_corrected", 0) != 1
-        if not marginal or not p_min > 0:
+        n_cal, kind = job_calibration(jobs[jobs["run_id"] == r.run_id])
+        if kind != "marginal" or n_cal is None:
             return None
-        n_cal = int(round(v["calib_n"])) if pd.notna(v.get("calib_n")) else round(1 / p_min - 1)
-        kk = int(np.floor(alpha * (n_cal + 1) + 1e-9))
-        if kk == 0:
-            return None
-        pmf = np.convolve(pmf, betabinom.pmf(np.arange(int(r.n) + 1), int(r.n), kk, n_cal + 1 - kk))
-    cdf = np.cumsum(pmf)
-    return int(np.searchsorted(cdf, 1 - (1 - level) / 2))
+        n_test.append(int(r.n))
+        n_calib.append(n_cal)
+    return conformal_band(n_test, n_calib, alpha, level)[1]
 
 
 def summary_frame(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:

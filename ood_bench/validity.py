@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ood_bench.atomic import atomic_write
 from ood_bench.environment import git_sha
@@ -42,12 +41,39 @@ def conformal_fpr_band(
     n_test: int, n_calib: int, alpha: float, level: float = 0.95
 ) -> tuple[float, float]:
     """Central ``level`` range of the realised FPR (fraction of ``n_test`` ID samples with
-    p <= alpha) of marginal conformal p-values from ``n_calib`` calibration scores."""
-    k = int(np.floor(alpha * (n_calib + 1) + 1e-9))
-    if k == 0:
-        return 0.0, 0.0
-    lo, hi = stats.betabinom.interval(level, n_test, k, n_calib + 1 - k)
-    return float(lo) / n_test, float(hi) / n_test
+    p <= alpha) of marginal conformal p-values from ``n_calib`` calibration scores: one job of
+    :func:`conformal_band`."""
+    lo, hi, _ = conformal_band([n_test], [n_calib], alpha, level)
+    return lo, hi
+
+
+def conformal_band(
+    n_test: list[int], n_calib: list[int | None], alpha: float, level: float = 0.95
+) -> tuple[float, float, str]:
+    """The central ``level`` range of the ID test fraction rejected at ``alpha``, pooled over
+    seeds, for a valid marginal conformal p-value: per seed the count is beta-binomial
+    (n_test, ⌊α(n_calib + 1)⌋, n_calib + 1 − ⌊α(n_calib + 1)⌋) — the calibration draw varies —
+    and the seeds are independent, so the pooled count's law is the convolution. Without the
+    calibration size (no ``p_min`` row) the count is binomial(n_test, α): the calibration
+    taken as fixed, a narrower band. Returns (low, high, method)."""
+    from scipy import stats as sps
+    from scipy.signal import fftconvolve
+
+    known = all(c is not None and c > 0 for c in n_calib)
+    pmf = np.ones(1)
+    for n, c in zip(n_test, n_calib, strict=True):
+        x = np.arange(n + 1)
+        if known:
+            a = int(np.floor(alpha * (c + 1)))
+            one = sps.betabinom.pmf(x, n, max(a, 1e-9), c + 1 - a) if a > 0 else (x == 0) * 1.0
+        else:
+            one = sps.binom.pmf(x, n, alpha)
+        pmf = np.clip(fftconvolve(pmf, one), 0, None)
+    cdf = np.cumsum(pmf) / pmf.sum()
+    tail = (1 - level) / 2
+    lo, hi = int(np.searchsorted(cdf, tail)), int(np.searchsorted(cdf, 1 - tail))
+    total = sum(n_test)
+    return lo / total, hi / total, "beta-binomial" if known else "binomial"
 
 
 def job_calibration(rows: pd.DataFrame) -> tuple[int | None, str]:

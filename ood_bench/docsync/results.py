@@ -14,6 +14,7 @@ from ood_bench import report
 from ood_bench.backbones.cards import normalized_card
 from ood_bench.docsync.common import _best, _md, _means, _raw, pct
 from ood_bench.results import one_result_per_job, read_results
+from ood_bench.validity import conformal_fpr_band
 
 
 def headline(results: Path) -> str:
@@ -273,7 +274,6 @@ def calib_leak(results: Path) -> str:
     """Realised FPR at α = 0.05 with leaked (``calib_source=train``, results/calib_leak/) and
     held-out (``auto`` → ``test``) calibration of the same CIFAR-10 jobs, each beside the 95 %
     range of a conformal FPR (beta-binomial in the calib and test sizes)."""
-    from scipy import stats as sps
 
     leak = results / "calib_leak" / "cifar10_leak.csv"
     if not (leak.is_file() and (results / "raw" / "cifar10_offline.csv").is_file()):
@@ -292,9 +292,8 @@ def calib_leak(results: Path) -> str:
 
     def band(d: pd.DataFrame) -> str:
         n, n_cal = int(d["n_id"].iloc[0]), int(round(1 / d["p_min"].min() - 1))
-        k = int(np.floor(0.05 * (n_cal + 1)))
-        lo, hi = sps.betabinom.interval(0.95, n, k, n_cal + 1 - k)
-        return f"n = {n:,}, n_calib = {n_cal:,}: {pct(lo / n, 2)}–{pct(hi / n, 2)}"
+        lo, hi = conformal_fpr_band(n, n_cal, 0.05)
+        return f"n = {n:,}, n_calib = {n_cal:,}: {pct(lo, 2)}–{pct(hi, 2)}"
 
     def cell(g: pd.DataFrame) -> str:
         return " / ".join(pct(v, 2) for v in g.sort_values("seed")["fpr_at_0.05"])

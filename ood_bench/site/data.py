@@ -15,6 +15,7 @@ from ood_bench.errors import ConfigError, DataError
 from ood_bench.names import check_name
 from ood_bench.results import NOVELTY_METRICS, backbone_conflicts, one_result_per_job, read_results
 from ood_bench.site.significance import significance
+from ood_bench.validity import conformal_band
 
 KEYS = ["benchmark", "backbone", "detector"]
 PERF = ("auroc", "fpr95_id", "fpr95_ood")
@@ -368,35 +369,6 @@ def crosscheck(root: Path) -> pd.DataFrame:
     return g.agg(
         pood=("auroc_pood", "mean"), openood=("auroc_openood", "mean"), diff=("abs_diff", "max")
     ).reset_index()
-
-
-def conformal_band(
-    n_test: list[int], n_calib: list[int | None], alpha: float, level: float = 0.95
-) -> tuple[float, float, str]:
-    """The central ``level`` range of the ID test fraction rejected at ``alpha``, pooled over
-    seeds, for a valid marginal conformal p-value: per seed the count is beta-binomial
-    (n_test, ⌊α(n_calib + 1)⌋, n_calib + 1 − ⌊α(n_calib + 1)⌋) — the calibration draw varies —
-    and the seeds are independent, so the pooled count's law is the convolution. Without the
-    calibration size (no ``p_min`` row) the count is binomial(n_test, α): the calibration
-    taken as fixed, a narrower band. Returns (low, high, method)."""
-    from scipy import stats as sps
-    from scipy.signal import fftconvolve
-
-    known = all(c is not None and c > 0 for c in n_calib)
-    pmf = np.ones(1)
-    for n, c in zip(n_test, n_calib, strict=True):
-        x = np.arange(n + 1)
-        if known:
-            a = int(np.floor(alpha * (c + 1)))
-            one = sps.betabinom.pmf(x, n, max(a, 1e-9), c + 1 - a) if a > 0 else (x == 0) * 1.0
-        else:
-            one = sps.binom.pmf(x, n, alpha)
-        pmf = np.clip(fftconvolve(pmf, one), 0, None)
-    cdf = np.cumsum(pmf) / pmf.sum()
-    tail = (1 - level) / 2
-    lo, hi = int(np.searchsorted(cdf, tail)), int(np.searchsorted(cdf, 1 - tail))
-    total = sum(n_test)
-    return lo / total, hi / total, "beta-binomial" if known else "binomial"
 
 
 def validity_checks(df: pd.DataFrame) -> pd.DataFrame:
