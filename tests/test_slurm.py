@@ -250,34 +250,40 @@ def start_sweep(tmp_path: Path, *args: str) -> subprocess.Popen:
 @pytest.mark.slurm
 @needs_cluster
 def test_a_cancelled_task_is_a_failed_row_and_the_others_are_collected(tmp_path):
+    # task 1 trains its own backbone for minutes (3000 epochs), so it is surely running when it
+    # is cancelled; task 0 (15 epochs) finishes in seconds. Both are pood_msp: the job
+    # directories differ by their config hash, the victim is the one whose config asks 3000.
     sweep = tmp_path / "s"
     proc = start_sweep(
         tmp_path,
-        "detector=pood_msp,pood_energy",
+        "detector=pood_msp",
+        "backbone.train.epochs=15,3000",
         f"hydra.sweep.dir={sweep}",
         f"cache_dir={tmp_path / 'c'}",
-        *SMALL,
+        "ood_sets=[uniform_noise]",
     )
     deadline = time.time() + 240
     victim = None
     while time.time() < deadline and victim is None:
-        for log in sweep.glob("pood_energy_*/run.log"):
-            if "job " in _read(log) and "benchmark=" in _read(log):
+        for log in sweep.glob("*pood_msp_*/run.log"):
+            config = _read(log.parent / "resolved_config.yaml")
+            if "epochs: 3000" in config and "job " in _read(log):
                 victim = log.parent
         time.sleep(0.5)
-    assert victim is not None, "the pood_energy task did not start"
-    task = next((sweep / ".submitit").glob("*_1")).name  # pood_energy is task 1
+    assert victim is not None, "the 3000-epoch task did not start"
+    task = next((sweep / ".submitit").glob("*_1")).name  # the second sweep value is task 1
     subprocess.run(["scancel", task], check=True)
     code, out = run_until(proc, 240)
     assert code == 1, out[-3000:]
     rows = job_rows(sweep)
+    victim_hash = victim.name.rsplit("_", 1)[1]
     failed = rows[rows["status"] == "failed"]
-    assert list(failed["detector"]) == ["pood_energy"]
+    assert list(failed["config_hash"].unique()) == [victim_hash]
     assert "cancelled" in failed["error"].iloc[0]
     ok = rows[rows["status"] == "ok"]
-    assert set(ok["detector"]) == {"pood_msp"} and "id_acc" in set(ok["metric"])
+    assert victim_hash not in set(ok["config_hash"]) and "id_acc" in set(ok["metric"])
     assert "2 jobs: 1 ok, 1 failed" in out
-    named = r"pood_energy_s0_\w+ \(digits/digits_cnn/pood_energy seed 0\): .*cancelled"
+    named = rf"pood_msp_s0_{victim_hash} \(digits/digits_cnn/pood_msp seed 0\): .*cancelled"
     assert re.search(named, out), out[-3000:]
 
 
